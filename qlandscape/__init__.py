@@ -1,0 +1,42 @@
+"""qlandscape: loss-landscape geometry of classical and quantum neural networks, one engine.
+
+The engine sees an :class:`Objective` (model + loss + data + reduction + mode + dtype +
+parameter selection) and never asks whether the model is quantum.
+"""
+
+from .objective import Counters, NonFiniteLossError, Objective
+from .params import ParamSelector, ParamSpace, select_parameter_names
+from .losses import LossFunction, make_loss
+from .second_order import (FiniteDifferenceOfGradients, ForwardOverReverse, ReverseOverReverse,
+                           SecondOrderProvider, make_provider)
+from .curvature import (DensityResult, EigResult, HessianOperator, MatrixOperator, SymmetricOperator,
+                        TraceResult, dense_eigs, dense_hessian, hessian_eigs, hessian_trace, lanczos,
+                        spectral_density)
+from .landscape import (InterpolationResult, LandscapeScan, PCAResult, eigenvector_directions, interpolate,
+                        normalize_direction, orthogonalize, pca_directions, random_direction, scan_1d,
+                        scan_2d, symmetric_grid)
+from .data import Dataset, load_digits
+from .models import MLP, SmallCNN
+from .train import TrainResult, train
+from .results import Result
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # objective: what every routine differentiates
+    "Objective", "NonFiniteLossError", "Counters", "ParamSpace", "ParamSelector", "select_parameter_names",
+    "LossFunction", "make_loss",
+    # second-order providers (the one interface for layers needing another route to H v)
+    "SecondOrderProvider", "ReverseOverReverse", "ForwardOverReverse", "FiniteDifferenceOfGradients",
+    "make_provider",
+    # curvature
+    "HessianOperator", "MatrixOperator", "SymmetricOperator", "dense_hessian", "hessian_eigs", "lanczos",
+    "dense_eigs", "EigResult", "hessian_trace", "TraceResult", "spectral_density", "DensityResult",
+    # landscape
+    "random_direction", "normalize_direction", "orthogonalize", "eigenvector_directions", "pca_directions",
+    "PCAResult", "scan_1d", "scan_2d", "symmetric_grid", "LandscapeScan", "interpolate", "InterpolationResult",
+    # models, data, training
+    "MLP", "SmallCNN", "Dataset", "load_digits", "train", "TrainResult",
+    # results
+    "Result",
+]

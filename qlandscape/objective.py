@@ -1,0 +1,433 @@
+"""The explicit objective every engine routine sees: model + loss + data + reduction + mode
++ dtype + parameter selection.
+
+Value, gradient and Hessian-vector products are of the FULL-dataset loss
+
+    L(theta) = (1/N) * sum_i l(f(x_i; theta), y_i)      (reduction="mean")
+    L(theta) =         sum_i l(f(x_i; theta), y_i)      (reduction="sum")
+
+computed chunk by chunk (each chunk contributes its per-sample loss sum, so an uneven last
+batch is weighted by its size). The user's model is never changed: evaluation goes through
+``torch.func.functional_call`` on detached copies of parameters and buffers, the module's
+``training`` flags are restored after every call, and ``requires_grad`` is never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Literal, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+from .losses import LossFunction, LossSpec, PerSampleLoss, make_loss
+from .params import ParamSelector, ParamSpace
+from .second_order import ReverseOverReverse, ForwardOverReverse, SecondOrderProvider, make_provider
+
+Mode = Literal["eval", "train"]
+Reduction = Literal["mean", "sum"]
+DataSpec = Union[tuple, Sequence[tuple]]
+
+_DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss (or a derivative of it) is NaN or infinite."""
+
+
+@dataclass
+class Counters:
+    """Work done by an objective: HVPs count vectors; passes count full-data sweeps."""
+
+    hvp: int = 0
+    loss_passes: int = 0
+    grad_passes: int = 0
+    graph_builds: int = 0
+    points: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(hvp=self.hvp, loss_passes=self.loss_passes, grad_passes=self.grad_passes,
+                    graph_builds=self.graph_builds, points=self.points)
+
+    def since(self, before: dict[str, int]) -> dict[str, int]:
+        now = self.as_dict()
+        return {k: now[k] - before.get(k, 0) for k in now}
+
+
+def _as_tensor(a: Any) -> Tensor:
+    if isinstance(a, Tensor):
+        return a
+    if isinstance(a, np.ndarray):
+        return torch.from_numpy(a)
+    raise TypeError(f"data entries must be torch tensors or numpy arrays, got {type(a).__name__}")
+
+
+def _is_pair_of_arrays(data: Any) -> bool:
+    return (isinstance(data, (tuple, list)) and len(data) == 2
+            and all(isinstance(a, (Tensor, np.ndarray)) for a in data))
+
+
+class Objective:
+    """Full-data loss of a model as a function of a flat parameter vector.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Any torch model, classical or quantum. It is only read.
+    loss : str, nn.Module or callable
+        See :func:`qlandscape.losses.make_loss`.
+    data : (inputs, targets) or iterable of (inputs, targets)
+        Either two tensors/arrays with equal first dimension ``N`` (chunked by
+        ``batch_size``), or an iterable of batches such as a ``DataLoader`` (materialized
+        once, in its order, so the objective is deterministic).
+    reduction : {"mean", "sum"}
+        Mean over all ``N`` samples or sum.
+    mode : {"eval", "train"}
+        Module mode during evaluation. In ``"train"`` mode BatchNorm uses per-chunk batch
+        statistics (the loss then depends on ``batch_size``; running statistics are updated
+        only on private copies) and Dropout is refused unless ``dropout="fixed"``.
+    dtype : torch.dtype or None
+        Floating dtype for parameters, buffers and inputs (default float64). ``None`` keeps
+        the model's dtype (float32 fast path).
+    params : ParamSelector
+        Which parameters span the flat vector (default: all with ``requires_grad``).
+    batch_size : int, optional
+        Chunk size for ``(inputs, targets)`` data; default: one chunk.
+    dropout : {"refuse", "fixed"}
+        Train-mode Dropout policy: refuse (a random operator is not a Hessian), or fix the
+        masks (seeded per chunk from ``seed``, identical across every call).
+    seed : int
+        Seed for fixed dropout masks; recorded in provenance.
+    second_order : "auto", "reverse", "forward", "finite-difference" or provider
+        How chunk HVPs are computed. ``"auto"``: double backward reusing one cached
+        first-order graph when the data is a single chunk, else forward-over-reverse
+        (``torch.func``) in eval mode and double backward in train mode.
+    cache_graph : bool or "auto"
+        Keep the first-order graph of each chunk between HVP calls ("auto": only if the data
+        is one chunk, so memory stays bounded by one chunk's graph).
+    metric : callable, optional
+        Per-sample metric ``(outputs, targets) -> (B,)``; defaults to accuracy for
+        classification losses.
+    device : torch.device or str, optional
+        Where data and parameters live; default: the device of the model's first parameter.
+    """
+
+    def __init__(self, model: nn.Module, loss: LossSpec, data: DataSpec, *,
+                 reduction: Reduction = "mean", mode: Mode = "eval",
+                 dtype: Optional[torch.dtype] = torch.float64, params: ParamSelector = None,
+                 batch_size: Optional[int] = None, dropout: Literal["refuse", "fixed"] = "refuse",
+                 seed: int = 0, second_order: Union[str, SecondOrderProvider] = "auto",
+                 cache_graph: Union[bool, Literal["auto"]] = "auto",
+                 metric: Optional[PerSampleLoss] = None,
+                 device: Optional[Union[str, torch.device]] = None) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+        if mode not in ("eval", "train"):
+            raise ValueError(f"mode must be 'eval' or 'train', got {mode!r}")
+        if dropout not in ("refuse", "fixed"):
+            raise ValueError(f"dropout must be 'refuse' or 'fixed', got {dropout!r}")
+        if dtype is not None and not dtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating dtype, got {dtype}")
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+        self.model = model
+        self.loss_fn: LossFunction = make_loss(loss, metric)
+        self.reduction: Reduction = reduction
+        self.mode: Mode = mode
+        self.seed = int(seed)
+        self.dropout_policy = dropout
+        self._has_dropout = any(isinstance(m, _DROPOUT_TYPES) and m.p > 0 for m in model.modules())
+        if mode == "train" and self._has_dropout and dropout == "refuse":
+            raise ValueError("mode='train' with active Dropout makes the loss a random function, so its "
+                             "Hessian is not defined; use mode='eval', or dropout='fixed' to freeze "
+                             "the dropout masks (seeded per chunk)")
+        first = next(iter(model.parameters()), None)
+        if first is None:
+            raise ValueError("the model has no parameters")
+        self.device = torch.device(device) if device is not None else first.device
+        self.dtype: torch.dtype = dtype if dtype is not None else first.dtype
+        self.space = ParamSpace.from_module(model, params)
+        selected = set(self.space.names)
+        self._fixed = {n: self._cast(p.detach()).clone() for n, p in model.named_parameters()
+                       if n not in selected}
+        self._buffers = {n: self._cast(b.detach()).clone() for n, b in model.named_buffers()}
+        self.theta0: Tensor = self.space.from_module_values(model).to(self.device, self.dtype)
+        self.chunks: list[tuple[Tensor, Tensor]] = self._make_chunks(data, batch_size)
+        self.n_samples = sum(int(x.shape[0]) for x, _ in self.chunks)
+        self._scale = 1.0 / self.n_samples if reduction == "mean" else 1.0
+        if second_order == "auto":
+            if len(self.chunks) == 1 or mode == "train":
+                self.provider: SecondOrderProvider = ReverseOverReverse()
+            else:
+                self.provider = ForwardOverReverse()
+        else:
+            self.provider = make_provider(second_order)
+        if cache_graph == "auto":
+            cache_graph = len(self.chunks) == 1
+        self.cache_graph = bool(cache_graph) and self.provider.cacheable
+        self._cache: dict[int, Callable[[Tensor], Tensor]] = {}
+        self._cached_grad: dict[int, Tensor] = {}
+        self._cached_loss: dict[int, Tensor] = {}
+        self.counters = Counters()
+
+    # ------------------------------------------------------------------ setup helpers
+    def _cast(self, t: Tensor) -> Tensor:
+        t = t.to(self.device)
+        return t.to(self.dtype) if t.is_floating_point() else t
+
+    def _make_chunks(self, data: DataSpec, batch_size: Optional[int]) -> list[tuple[Tensor, Tensor]]:
+        if _is_pair_of_arrays(data):
+            x, y = (_as_tensor(a) for a in data)
+            if x.shape[0] != y.shape[0]:
+                raise ValueError(f"inputs and targets disagree on the number of samples: "
+                                 f"{x.shape[0]} inputs vs {y.shape[0]} targets")
+            if x.shape[0] == 0:
+                raise ValueError("the dataset is empty (0 samples)")
+            bs = batch_size or x.shape[0]
+            pairs = [(x[i:i + bs], y[i:i + bs]) for i in range(0, x.shape[0], bs)]
+        else:
+            if batch_size is not None:
+                raise ValueError("batch_size applies to (inputs, targets) data; an iterable of batches "
+                                 "is used as given")
+            try:
+                pairs = [tuple(b) for b in data]  # type: ignore[union-attr]
+            except TypeError as exc:
+                raise TypeError("data must be (inputs, targets) or an iterable of (inputs, targets) "
+                                f"batches, got {type(data).__name__}") from exc
+            for i, b in enumerate(pairs):
+                if len(b) != 2:
+                    raise ValueError(f"batch {i} has {len(b)} entries; expected (inputs, targets)")
+                if b[0].shape[0] != b[1].shape[0]:
+                    raise ValueError(f"batch {i}: {b[0].shape[0]} inputs vs {b[1].shape[0]} targets")
+            pairs = [(_as_tensor(a), _as_tensor(b)) for a, b in pairs if _as_tensor(a).shape[0] > 0]
+            if not pairs:
+                raise ValueError("the dataset is empty (no non-empty batch)")
+        return [(self._cast(x), self._cast(y)) for x, y in pairs]
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def n_params(self) -> int:
+        """Length ``n`` of the flat parameter vector."""
+        return self.space.size
+
+    def with_reference(self, theta: Tensor) -> "Objective":
+        """A copy sharing model and data whose reference point is ``theta`` (shape ``(n,)``)."""
+        import copy
+        other = copy.copy(self)
+        other.theta0 = self.as_theta(theta).detach().clone()
+        other._cache, other._cached_grad, other._cached_loss = {}, {}, {}
+        other.counters = Counters()
+        return other
+
+    def with_dtype(self, dtype: torch.dtype) -> "Objective":
+        """A copy whose parameters, buffers, data and reference point are cast to ``dtype``
+        (e.g. float32 for fast scans of a float64 objective)."""
+        import copy
+        if not dtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating dtype, got {dtype}")
+        other = copy.copy(self)
+        other.dtype = dtype
+        cast = lambda t: t.to(dtype) if t.is_floating_point() else t  # noqa: E731
+        other._fixed = {k: cast(v) for k, v in self._fixed.items()}
+        other._buffers = {k: cast(v) for k, v in self._buffers.items()}
+        other.chunks = [(cast(x), cast(y)) for x, y in self.chunks]
+        other.theta0 = self.theta0.to(dtype)
+        other._cache, other._cached_grad, other._cached_loss = {}, {}, {}
+        other.counters = Counters()
+        return other
+
+    def provenance(self) -> dict[str, Any]:
+        """What this objective is: recorded in every result."""
+        return dict(n_samples=self.n_samples, n_params=self.n_params, reduction=self.reduction,
+                    mode=self.mode, dtype=str(self.dtype).replace("torch.", ""), seed=self.seed,
+                    loss=self.loss_fn.name, n_chunks=len(self.chunks), device=str(self.device),
+                    second_order=self.provider.name, cache_graph=self.cache_graph,
+                    dropout=self.dropout_policy if self._has_dropout else "none",
+                    model=type(self.model).__name__)
+
+    # ------------------------------------------------------------------ evaluation core
+    @contextlib.contextmanager
+    def _module_mode(self) -> Iterator[None]:
+        """Set the requested train/eval mode, restoring every submodule's flag afterwards."""
+        flags = [(m, m.training) for m in self.model.modules()]
+        self.model.train(self.mode == "train")
+        try:
+            yield
+        finally:
+            for m, f in flags:
+                m.training = f
+
+    @contextlib.contextmanager
+    def _rng(self, chunk_index: int) -> Iterator[None]:
+        if self.mode == "train" and self._has_dropout:
+            with torch.random.fork_rng(devices=[] if self.device.type == "cpu" else [self.device]):
+                torch.manual_seed(self.seed * 1_000_003 + chunk_index)
+                yield
+        else:
+            yield
+
+    def _forward(self, theta: Tensor, x: Tensor) -> Tensor:
+        tensors = dict(self._fixed)
+        tensors.update(self.space.unflatten(theta))
+        buffers = self._buffers if self.mode == "eval" else {k: v.clone() for k, v in self._buffers.items()}
+        return functional_call(self.model, (tensors, buffers), (x,))
+
+    def _chunk_fn(self, i: int) -> Callable[[Tensor], Tensor]:
+        """Scalar loss contribution of chunk ``i`` (weighted by the reduction)."""
+        x, y = self.chunks[i]
+
+        def f(theta: Tensor) -> Tensor:
+            with self._module_mode(), self._rng(i):
+                return self.loss_fn.per_sample(self._forward(theta, x), y).sum() * self._scale
+
+        return f
+
+    def as_theta(self, theta: Optional[Tensor]) -> Tensor:
+        if theta is None:
+            return self.theta0
+        if not isinstance(theta, Tensor):
+            theta = torch.as_tensor(np.asarray(theta))
+        if theta.shape != (self.n_params,):
+            raise ValueError(f"parameter vector has shape {tuple(theta.shape)}, expected ({self.n_params},)")
+        return theta.to(self.device, self.dtype)
+
+    @staticmethod
+    def _require_finite(value: Tensor, what: str) -> None:
+        if not bool(torch.isfinite(value).all()):
+            raise NonFiniteLossError(
+                f"the {what} is not finite (NaN or inf) at this parameter point; check the data for "
+                "NaNs, the learning rate that produced these weights, or use a smaller scan range")
+
+    def loss(self, theta: Optional[Tensor] = None) -> float:
+        """Full-data loss at ``theta`` (default: the reference point)."""
+        return float(self.evaluate(theta)[0])
+
+    def evaluate(self, theta: Optional[Tensor] = None, check_finite: bool = True) -> tuple[float, float]:
+        """Full-data ``(loss, metric)`` at ``theta``; the metric is NaN if none is defined."""
+        theta = self.as_theta(theta)
+        loss_sum, metric_sum = self._evaluate_block(theta[None], vectorize=False)
+        self.counters.points -= 1  # a single point is counted as a loss pass, not a scan point
+        loss = loss_sum[0]
+        if check_finite:
+            self._require_finite(loss, "loss")
+        return float(loss), float(metric_sum[0])
+
+    def evaluate_many(self, thetas: Tensor, *, vectorize: Union[bool, Literal["auto"]] = "auto",
+                      points_per_batch: int = 32) -> tuple[Tensor, Tensor]:
+        """Full-data loss and metric at many points.
+
+        Parameters
+        ----------
+        thetas : Tensor, shape (P, n)
+        vectorize : bool or "auto"
+            Evaluate a batch of points with ``vmap`` (one batched forward per chunk).
+            "auto": only on GPU or when chunks are small (< 256 samples), eval mode only.
+        points_per_batch : int
+            Points per vmapped forward (bounds memory).
+
+        Returns
+        -------
+        losses, metrics : Tensor, shape (P,)
+            Non-finite losses are returned as they are (scans far from a minimum may overflow).
+        """
+        if thetas.dim() != 2 or thetas.shape[1] != self.n_params:
+            raise ValueError(f"points must have shape (P, {self.n_params}), got {tuple(thetas.shape)}")
+        thetas = thetas.to(self.device, self.dtype)
+        if vectorize == "auto":
+            small = max(int(x.shape[0]) for x, _ in self.chunks) < 256
+            vectorize = self.mode == "eval" and (self.device.type != "cpu" or small)
+        if vectorize and self.mode == "train":
+            raise ValueError("vectorized evaluation needs mode='eval' (train-mode BatchNorm/Dropout "
+                             "state cannot be batched over points); use vectorize=False")
+        losses, metrics = [], []
+        for s in range(0, thetas.shape[0], points_per_batch if vectorize else thetas.shape[0]):
+            block = thetas[s:s + points_per_batch] if vectorize else thetas
+            l, m = self._evaluate_block(block, vectorize=bool(vectorize))
+            losses.append(l)
+            metrics.append(m)
+        return torch.cat(losses), torch.cat(metrics)
+
+    def _evaluate_block(self, thetas: Tensor, vectorize: bool) -> tuple[Tensor, Tensor]:
+        P = thetas.shape[0]
+        loss_acc = torch.zeros(P, dtype=self.dtype, device=self.device)
+        metric_acc = torch.zeros(P, dtype=self.dtype, device=self.device)
+        metric = self.loss_fn.metric
+        with torch.no_grad(), self._module_mode():
+            for i, (x, y) in enumerate(self.chunks):
+                def point(theta: Tensor) -> tuple[Tensor, Tensor]:
+                    out = self._forward(theta, x)
+                    l = self.loss_fn.per_sample(out, y).sum()
+                    m = metric(out, y).sum() if metric is not None else torch.zeros((), dtype=l.dtype)
+                    return l, m
+                with self._rng(i):
+                    if vectorize:
+                        l, m = vmap(point, randomness="same")(thetas)
+                    else:
+                        lm = [point(t) for t in thetas]
+                        l = torch.stack([a for a, _ in lm])
+                        m = torch.stack([b for _, b in lm])
+                loss_acc += l
+                metric_acc += m
+        self.counters.loss_passes += P
+        self.counters.points += P
+        metric_out = metric_acc / self.n_samples if metric is not None else torch.full_like(metric_acc, float("nan"))
+        return loss_acc * self._scale, metric_out
+
+    # ------------------------------------------------------------------ derivatives
+    def _prepared(self, i: int) -> Callable[[Tensor], Tensor]:
+        if i in self._cache:
+            return self._cache[i]
+        block, loss, g = self.provider.prepare(self._chunk_fn(i), self.theta0)
+        self.counters.graph_builds += 1
+        if self.cache_graph:
+            self._cache[i] = block
+            if bool(torch.isfinite(g).all()):
+                self._cached_grad[i], self._cached_loss[i] = g, loss
+        return block
+
+    def gradient(self, theta: Optional[Tensor] = None) -> Tensor:
+        """Gradient of the full-data loss, shape ``(n,)`` (default: at the reference point)."""
+        at_ref = theta is None
+        theta = self.as_theta(theta)
+        total = torch.zeros_like(theta)
+        for i in range(len(self.chunks)):
+            if at_ref and i in self._cached_grad:
+                total += self._cached_grad[i]
+                continue
+            t = theta.detach().requires_grad_(True)
+            with torch.enable_grad():
+                (g,) = torch.autograd.grad(self._chunk_fn(i)(t), t)
+            total += g
+        self.counters.grad_passes += 1
+        self._require_finite(total, "gradient")
+        return total
+
+    def hvp(self, v: Tensor) -> Tensor:
+        """Hessian-vector product(s) at the reference point.
+
+        Parameters
+        ----------
+        v : Tensor, shape (n,) or (b, n)
+
+        Returns
+        -------
+        Tensor, same shape as ``v``.
+        """
+        single = v.dim() == 1
+        V = v[None] if single else v
+        if V.dim() != 2 or V.shape[1] != self.n_params:
+            raise ValueError(f"vectors must have shape ({self.n_params},) or (b, {self.n_params}), "
+                             f"got {tuple(v.shape)}")
+        V = V.to(self.device, self.dtype)
+        out = torch.zeros_like(V)
+        for i in range(len(self.chunks)):
+            out += self._prepared(i)(V).detach()
+        self.counters.hvp += V.shape[0]
+        self._require_finite(out, "Hessian-vector product")
+        return out[0] if single else out

@@ -1,0 +1,161 @@
+"""A training loop that records a trajectory of checkpoints (for PCA directions and
+NTK dynamics). It trains a *copy* of the given model; the caller's module is unchanged."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Literal, Optional, Union
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .data import Dataset
+from .losses import LossSpec, make_loss
+from .objective import NonFiniteLossError
+from .params import ParamSpace
+from .progress import progress_bar
+from .results import Result
+
+
+@dataclass
+class TrainResult(Result):
+    """Trajectory and learning curves.
+
+    Attributes
+    ----------
+    trajectory : ndarray, shape (T, n)
+        Flat parameter vectors (all parameters, :class:`ParamSpace` order) at each record.
+    steps : ndarray of int, shape (T,)
+        Optimizer steps taken at each record (0 = initialization).
+    train_loss, train_metric, test_loss, test_metric : ndarray, shape (T,)
+        Full-data mean loss / accuracy at each record (NaN when not available).
+    param_names : list of str
+    config : dict
+    wall_time_s : float
+    """
+
+    trajectory: np.ndarray
+    steps: np.ndarray
+    train_loss: np.ndarray
+    train_metric: np.ndarray
+    test_loss: np.ndarray
+    test_metric: np.ndarray
+    param_names: list = field(default_factory=list)
+    config: dict = field(default_factory=dict)
+    wall_time_s: float = 0.0
+
+
+def _full_eval(model: nn.Module, loss_fn, x: Tensor, y: Tensor, batch: int = 4096) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    was = model.training
+    model.eval()
+    total, correct = 0.0, 0.0
+    with torch.no_grad():
+        for s in range(0, x.shape[0], batch):
+            out = model(x[s:s + batch])
+            total += float(loss_fn.per_sample(out, y[s:s + batch]).sum())
+            if loss_fn.metric is not None:
+                correct += float(loss_fn.metric(out, y[s:s + batch]).sum())
+    model.train(was)
+    return total / x.shape[0], (correct / x.shape[0]) if loss_fn.metric is not None else float("nan")
+
+
+def train(model: nn.Module, data: Union[Dataset, tuple[Tensor, Tensor]], *, loss: LossSpec = "cross_entropy",
+          epochs: int = 50, lr: float = 0.05, optimizer: Literal["sgd", "adam"] = "sgd",
+          momentum: float = 0.9, weight_decay: float = 0.0, batch_size: int = 64,
+          record_every: int = 1, test: Optional[tuple[Tensor, Tensor]] = None, seed: int = 0,
+          progress: bool = True) -> tuple[nn.Module, TrainResult]:
+    """Train a copy of ``model`` with mini-batch SGD/Adam and record checkpoints.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Initial model (not modified).
+    data : Dataset or (inputs, targets)
+        Training data; with a :class:`Dataset`, its test split is evaluated too.
+    epochs, lr, optimizer, momentum, weight_decay, batch_size : training hyper-parameters.
+    record_every : int
+        Record a checkpoint every this many epochs (and always at 0 and at the end).
+    seed : int
+        Seeds the shuffling order; the result is deterministic on CPU.
+
+    Returns
+    -------
+    (trained_model, TrainResult)
+
+    Raises
+    ------
+    NonFiniteLossError
+        If a training loss becomes NaN/inf; the exception's ``partial`` attribute holds the
+        TrainResult recorded so far (no finished work is lost).
+    """
+    if isinstance(data, Dataset):
+        x, y = data.train
+        test = data.test if test is None else test
+    else:
+        x, y = data
+    if x.shape[0] != y.shape[0] or x.shape[0] == 0:
+        raise ValueError(f"training data must be non-empty with matching sizes, got {x.shape[0]} inputs "
+                         f"and {y.shape[0]} targets")
+    if epochs < 0 or batch_size < 1 or record_every < 1 or lr <= 0:
+        raise ValueError("need epochs >= 0, batch_size >= 1, record_every >= 1 and lr > 0")
+    start = time.perf_counter()
+    model = copy.deepcopy(model)
+    model.train()
+    loss_fn = make_loss(loss)
+    space = ParamSpace.from_module(model)
+    if optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
+                                                     weight_decay=weight_decay)
+    elif optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    else:
+        raise ValueError(f"unknown optimizer {optimizer!r}; use 'sgd' or 'adam'")
+    gen = torch.Generator().manual_seed(seed)
+    records: dict[str, list] = {k: [] for k in ("traj", "steps", "trl", "trm", "tel", "tem")}
+    config = dict(loss=loss_fn.name, epochs=epochs, lr=lr, optimizer=optimizer, momentum=momentum,
+                  weight_decay=weight_decay, batch_size=batch_size, record_every=record_every, seed=seed)
+
+    def record(step: int) -> None:
+        records["traj"].append(space.from_module_values(model).to(torch.float64).numpy())
+        records["steps"].append(step)
+        trl, trm = _full_eval(model, loss_fn, x, y)
+        tel, tem = _full_eval(model, loss_fn, *test) if test is not None else (float("nan"), float("nan"))
+        records["trl"].append(trl)
+        records["trm"].append(trm)
+        records["tel"].append(tel)
+        records["tem"].append(tem)
+
+    def result() -> TrainResult:
+        return TrainResult(trajectory=np.array(records["traj"]), steps=np.array(records["steps"], dtype=np.int64),
+                           train_loss=np.array(records["trl"]), train_metric=np.array(records["trm"]),
+                           test_loss=np.array(records["tel"]), test_metric=np.array(records["tem"]),
+                           param_names=list(space.names), config=config,
+                           wall_time_s=time.perf_counter() - start)
+
+    record(0)
+    step = 0
+    bar = progress_bar(epochs, "train", progress)
+    for epoch in range(1, epochs + 1):
+        perm = torch.randperm(x.shape[0], generator=gen)
+        for s in range(0, x.shape[0], batch_size):
+            idx = perm[s:s + batch_size]
+            opt.zero_grad(set_to_none=True)
+            l = loss_fn.per_sample(model(x[idx]), y[idx]).mean()
+            if not bool(torch.isfinite(l)):
+                err = NonFiniteLossError(f"training loss became {float(l)} at epoch {epoch}, step {step}; "
+                                         "lower the learning rate (lr) or check the data")
+                err.partial = result()  # type: ignore[attr-defined]
+                raise err
+            l.backward()
+            opt.step()
+            step += 1
+        if epoch % record_every == 0 or epoch == epochs:
+            record(step)
+            bar.set_postfix(loss=f"{records['trl'][-1]:.4f}")
+        bar.update(1)
+    bar.close()
+    model.eval()
+    return model, result()
