@@ -145,7 +145,7 @@ def train(model: nn.Module, data: Union[Dataset, tuple[Tensor, Tensor]], *, loss
             opt.zero_grad(set_to_none=True)
             l = loss_fn.per_sample(model(x[idx]), y[idx]).mean()
             if not bool(torch.isfinite(l)):
-                err = NonFiniteLossError(f"training loss became {float(l)} at epoch {epoch}, step {step}; "
+                err = NonFiniteLossError(f"training loss became {float(l.detach())} at epoch {epoch}, step {step}; "
                                          "lower the learning rate (lr) or check the data")
                 err.partial = result()  # type: ignore[attr-defined]
                 raise err
