@@ -272,10 +272,12 @@ class Objective:
         else:
             yield
 
-    def _forward(self, theta: Tensor, x: Tensor) -> Tensor:
-        tensors = dict(self._fixed)
-        tensors.update(self.space.unflatten(theta))
-        buffers = self._buffers if self.mode == "eval" else {k: v.clone() for k, v in self._buffers.items()}
+    def _forward(self, theta: Tensor, x: Tensor, buffers: Optional[dict[str, Tensor]] = None) -> Tensor:
+        tensors = self.space.unflatten(theta)
+        if self._fixed:
+            tensors.update(self._fixed)
+        if buffers is None:
+            buffers = self._buffers if self.mode == "eval" else {k: v.clone() for k, v in self._buffers.items()}
         return functional_call(self.model, (tensors, buffers), (x,))
 
     def _chunk_fn(self, i: int) -> Callable[[Tensor], Tensor]:
@@ -368,12 +370,13 @@ class Objective:
                 with self._rng(i):
                     if vectorize:
                         l, m = vmap(point, randomness="same")(thetas)
+                        loss_acc += l
+                        metric_acc += m
                     else:
-                        lm = [point(t) for t in thetas]
-                        l = torch.stack([a for a, _ in lm])
-                        m = torch.stack([b for _, b in lm])
-                loss_acc += l
-                metric_acc += m
+                        for j in range(P):
+                            lj, mj = point(thetas[j])
+                            loss_acc[j] += lj
+                            metric_acc[j] += mj
         self.counters.loss_passes += P
         self.counters.points += P
         metric_out = metric_acc / self.n_samples if metric is not None else torch.full_like(metric_acc, float("nan"))
