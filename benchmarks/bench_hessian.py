@@ -44,7 +44,6 @@ TARGET = 1e-3
 
 def workload():
     """The trained model and data (deterministic)."""
-    cfg = ql.config.load_config() if hasattr(ql, "config") else None
     from qlandscape.config import load_config
     from qlandscape import pipeline
     cfg = load_config()

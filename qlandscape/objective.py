@@ -15,8 +15,8 @@ batch is weighted by its size). The user's model is never changed: evaluation go
 from __future__ import annotations
 
 import contextlib
-import time
-from dataclasses import dataclass, field
+import copy
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Literal, Optional, Sequence, Union
 
 import numpy as np
@@ -173,7 +173,6 @@ class Objective:
         self.cache_graph = bool(cache_graph) and self.provider.cacheable
         self._cache: dict[int, Callable[[Tensor], Tensor]] = {}
         self._cached_grad: dict[int, Tensor] = {}
-        self._cached_loss: dict[int, Tensor] = {}
         self.counters = Counters()
 
     # ------------------------------------------------------------------ setup helpers
@@ -205,7 +204,7 @@ class Objective:
                     raise ValueError(f"batch {i} has {len(b)} entries; expected (inputs, targets)")
                 if b[0].shape[0] != b[1].shape[0]:
                     raise ValueError(f"batch {i}: {b[0].shape[0]} inputs vs {b[1].shape[0]} targets")
-            pairs = [(_as_tensor(a), _as_tensor(b)) for a, b in pairs if _as_tensor(a).shape[0] > 0]
+            pairs = [(xa, yb) for xa, yb in ((_as_tensor(a), _as_tensor(b)) for a, b in pairs) if xa.shape[0] > 0]
             if not pairs:
                 raise ValueError("the dataset is empty (no non-empty batch)")
         return [(self._cast(x), self._cast(y)) for x, y in pairs]
@@ -216,30 +215,31 @@ class Objective:
         """Length ``n`` of the flat parameter vector."""
         return self.space.size
 
+    def _derived(self) -> "Objective":
+        """Shallow copy sharing model and data, with its own caches and counters."""
+        other = copy.copy(self)
+        other._cache, other._cached_grad = {}, {}
+        other.counters = Counters()
+        return other
+
     def with_reference(self, theta: Tensor) -> "Objective":
         """A copy sharing model and data whose reference point is ``theta`` (shape ``(n,)``)."""
-        import copy
-        other = copy.copy(self)
+        other = self._derived()
         other.theta0 = self.as_theta(theta).detach().clone()
-        other._cache, other._cached_grad, other._cached_loss = {}, {}, {}
-        other.counters = Counters()
         return other
 
     def with_dtype(self, dtype: torch.dtype) -> "Objective":
         """A copy whose parameters, buffers, data and reference point are cast to ``dtype``
         (e.g. float32 for fast scans of a float64 objective)."""
-        import copy
         if not dtype.is_floating_point:
             raise ValueError(f"dtype must be a floating dtype, got {dtype}")
-        other = copy.copy(self)
+        other = self._derived()
         other.dtype = dtype
         cast = lambda t: t.to(dtype) if t.is_floating_point() else t  # noqa: E731
         other._fixed = {k: cast(v) for k, v in self._fixed.items()}
         other._buffers = {k: cast(v) for k, v in self._buffers.items()}
         other.chunks = [(cast(x), cast(y)) for x, y in self.chunks]
         other.theta0 = self.theta0.to(dtype)
-        other._cache, other._cached_grad, other._cached_loss = {}, {}, {}
-        other.counters = Counters()
         return other
 
     def provenance(self) -> dict[str, Any]:
@@ -386,12 +386,12 @@ class Objective:
     def _prepared(self, i: int) -> Callable[[Tensor], Tensor]:
         if i in self._cache:
             return self._cache[i]
-        block, loss, g = self.provider.prepare(self._chunk_fn(i), self.theta0)
+        block, _, g = self.provider.prepare(self._chunk_fn(i), self.theta0)
         self.counters.graph_builds += 1
         if self.cache_graph:
             self._cache[i] = block
-            if bool(torch.isfinite(g).all()):
-                self._cached_grad[i], self._cached_loss[i] = g, loss
+            if bool(torch.isfinite(g).all()):  # providers that skip the gradient return NaNs
+                self._cached_grad[i] = g
         return block
 
     def gradient(self, theta: Optional[Tensor] = None) -> Tensor:

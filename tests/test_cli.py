@@ -1,6 +1,5 @@
 """CLI and configuration: strict configs, the main job end-to-end on a tiny setting, resume."""
 
-import json
 
 import numpy as np
 import pytest

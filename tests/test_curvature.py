@@ -5,10 +5,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
-from qlandscape import (DensityResult, EigResult, MatrixOperator, Objective, TraceResult, dense_eigs,
-                        dense_hessian, hessian_eigs, hessian_trace, lanczos, spectral_density)
+from qlandscape import (DensityResult, EigResult, MatrixOperator, Objective, TraceResult, dense_hessian, hessian_eigs, hessian_trace, lanczos, spectral_density)
 
 from .cases import least_squares, mlp_case, spectrum_matrix
 

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from qlandscape import (InterpolationResult, LandscapeScan, Objective, ParamSpace, interpolate,
                         normalize_direction, orthogonalize, pca_directions, random_direction, scan_1d,

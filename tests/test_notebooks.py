@@ -1,6 +1,5 @@
 """Notebooks run end-to-end in fast mode (QLANDSCAPE_FAST=1)."""
 
-import os
 import runpy
 from pathlib import Path
 

@@ -21,7 +21,7 @@ from torch import Tensor
 from ..objective import Objective
 from ..progress import progress_bar
 from ..results import Result
-from .operator import SymmetricOperator, as_operator, dense_matrix
+from .operator import SymmetricOperator, as_operator, dense_matrix, work_since
 
 Which = Literal["largest", "smallest", "both"]
 _WHICH_ALIASES = {"largest": "largest", "LA": "largest", "smallest": "smallest", "SA": "smallest",
@@ -154,7 +154,8 @@ def lanczos(target: Union[Objective, SymmetricOperator, Tensor], k: int = 1, whi
     n_want = 2 * k if which == "both" else k
     gen = torch.Generator(device="cpu").manual_seed(seed)
     start = time.perf_counter()
-    hvp0 = op.work().get("hvp", 0)
+    work0 = op.work()
+    hvp0 = work0.get("hvp", 0)
 
     def random_vector() -> Tensor:
         return torch.randn(n, generator=gen, dtype=torch.float64).to(op.device, op.dtype)
@@ -226,7 +227,8 @@ def lanczos(target: Union[Objective, SymmetricOperator, Tensor], k: int = 1, whi
         residuals=res.astype(np.float64), error_bounds=bounds.astype(np.float64),
         ritz_history=np.array(history), which=which, method="lanczos", converged=bool(converged),
         tol=float(tol), n_iter=m, n_hvp=op.work().get("hvp", 0) - hvp0,
-        wall_time_s=time.perf_counter() - start, provenance=dict(op.provenance(), seed=seed))
+        wall_time_s=time.perf_counter() - start,
+        provenance=dict(op.provenance(), seed=seed, work=work_since(op, work0)))
 
 
 def dense_eigs(target: Union[Objective, SymmetricOperator, Tensor], k: int = 1,
@@ -235,7 +237,8 @@ def dense_eigs(target: Union[Objective, SymmetricOperator, Tensor], k: int = 1,
     op = as_operator(target)
     which = _validate(op, k, which)
     start = time.perf_counter()
-    hvp0 = op.work().get("hvp", 0)
+    work0 = op.work()
+    hvp0 = work0.get("hvp", 0)
     M = dense_matrix(op)
     evals, evecs = torch.linalg.eigh(M)
     theta = evals.detach().cpu().numpy()
@@ -248,7 +251,7 @@ def dense_eigs(target: Union[Objective, SymmetricOperator, Tensor], k: int = 1,
         residuals=res.astype(np.float64), error_bounds=res.astype(np.float64),
         ritz_history=theta[idx][None].astype(np.float64), which=which, method="dense", converged=True,
         tol=0.0, n_iter=1, n_hvp=op.work().get("hvp", 0) - hvp0,
-        wall_time_s=time.perf_counter() - start, provenance=op.provenance())
+        wall_time_s=time.perf_counter() - start, provenance=dict(op.provenance(), work=work_since(op, work0)))
 
 
 def hessian_eigs(target: Union[Objective, SymmetricOperator, Tensor], k: int = 1,

@@ -104,6 +104,12 @@ def _scipy_view(op: Any) -> LinearOperator:
                           dtype=np.float64)
 
 
+def work_since(op: SymmetricOperator, before: dict[str, int]) -> dict[str, int]:
+    """Work counters (HVPs, loss/gradient passes, graph builds) spent since ``before``."""
+    now = op.work()
+    return {k: now[k] - before.get(k, 0) for k in now}
+
+
 def as_operator(target: Union[Objective, SymmetricOperator, Tensor, np.ndarray]) -> SymmetricOperator:
     """Wrap an objective (its Hessian) or a matrix; pass operators through."""
     if isinstance(target, Objective):

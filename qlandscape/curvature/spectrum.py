@@ -21,7 +21,7 @@ from torch import Tensor
 from ..objective import Objective
 from ..progress import progress_bar
 from ..results import Result
-from .operator import SymmetricOperator, as_operator
+from .operator import SymmetricOperator, as_operator, work_since
 
 
 @dataclass
@@ -119,7 +119,8 @@ def spectral_density(target: Union[Objective, SymmetricOperator, Tensor], *, n_p
     P = n_probes
     gen = torch.Generator(device="cpu").manual_seed(seed)
     start = time.perf_counter()
-    hvp0 = op.work().get("hvp", 0)
+    work0 = op.work()
+    hvp0 = work0.get("hvp", 0)
     Z = (torch.randint(0, 2, (P, n), generator=gen).to(torch.float64) * 2 - 1).to(op.device, op.dtype)
     # (probes, steps, n): each probe's basis is one contiguous block for its reorthogonalization
     Q = torch.zeros(P, m, n, dtype=op.dtype, device=op.device)
@@ -183,4 +184,4 @@ def spectral_density(target: Union[Objective, SymmetricOperator, Tensor], *, n_p
                          density=density, sigma=float(sigma), lambda_min=lam_min, lambda_max=lam_max,
                          trace_estimate=float(np.mean(per_probe)), trace_stderr=tr_se, n_params=n,
                          n_hvp=op.work().get("hvp", 0) - hvp0, wall_time_s=time.perf_counter() - start,
-                         provenance=dict(op.provenance(), seed=seed))
+                         provenance=dict(op.provenance(), seed=seed, work=work_since(op, work0)))

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from ..objective import Objective
 from ..progress import progress_bar
-from .operator import SymmetricOperator, as_operator, dense_matrix
+from .operator import SymmetricOperator, as_operator, dense_matrix, work_since
 from ..results import Result
 
 
@@ -104,7 +104,8 @@ def hessian_trace(target: Union[Objective, SymmetricOperator, Tensor], *,
         method = "exact" if op.n <= exact_max else "hutchinson"
     gen = torch.Generator(device="cpu").manual_seed(seed)
     start = time.perf_counter()
-    hvp0 = op.work().get("hvp", 0)
+    work0 = op.work()
+    hvp0 = work0.get("hvp", 0)
     if method == "exact":
         diag = torch.diagonal(dense_matrix(op, block_size=max(block_size, 256)))
         samples, estimate, stderr = diag, float(diag.sum()), 0.0
@@ -133,4 +134,4 @@ def hessian_trace(target: Union[Objective, SymmetricOperator, Tensor], *,
                        samples=samples.detach().cpu().numpy().astype(np.float64),
                        n_probes=int(samples.numel()) if method != "exact" else op.n,
                        n_hvp=op.work().get("hvp", 0) - hvp0, wall_time_s=time.perf_counter() - start,
-                       provenance=dict(op.provenance(), seed=seed))
+                       provenance=dict(op.provenance(), seed=seed, work=work_since(op, work0)))

@@ -19,8 +19,8 @@ Normalizations (``normalization=``)
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal, Optional, Sequence
+from dataclasses import dataclass
+from typing import Literal, Sequence
 
 import numpy as np
 import torch
@@ -31,8 +31,6 @@ from ..results import Result
 
 Normalization = Literal["filter", "layer", "model", "unit", "none"]
 OneDPolicy = Literal["zero", "filter", "layer", "keep"]
-
-_EPS = 1e-12
 
 
 def _safe_ratio(num: Tensor, den: Tensor) -> Tensor:

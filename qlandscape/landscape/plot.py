@@ -8,7 +8,6 @@ import numpy as np
 
 
 def _axes(ax: Any = None, projection: Optional[str] = None) -> Any:
-    import matplotlib
     if ax is not None:
         return ax
     import matplotlib.pyplot as plt
