@@ -114,6 +114,12 @@ class Objective:
         classification losses.
     device : torch.device or str, optional
         Where data and parameters live; default: the device of the model's first parameter.
+
+    Notes
+    -----
+    The reference point ``theta0`` (shape ``(n,)``) is a copy of the selected parameters taken
+    at construction: later changes to the model do not move it (use :meth:`with_reference`).
+    During a call the module's ``training`` flags are set to ``mode`` and restored afterwards.
     """
 
     def __init__(self, model: nn.Module, loss: LossSpec, data: DataSpec, *,

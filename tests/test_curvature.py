@@ -217,3 +217,13 @@ def test_results_round_trip_through_npz_and_json(tmp_path):
                 assert a == b or (isinstance(a, float) and math.isnan(a) and math.isnan(b))
     with pytest.raises(ValueError, match="holds a"):
         TraceResult.load(tmp_path / "EigResult")
+
+
+def test_result_plots_render(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    from qlandscape.landscape.plot import save_figure
+    A = spectrum_matrix(SPECTRUM)
+    save_figure(lanczos(A, k=2, progress=False).plot(), str(tmp_path / "ritz.png"))
+    save_figure(spectral_density(A, n_probes=2, n_steps=10, progress=False).plot(), str(tmp_path / "dos.png"))
+    assert (tmp_path / "ritz.png").stat().st_size > 1000 and (tmp_path / "dos.png").stat().st_size > 1000

@@ -67,6 +67,18 @@ class EigResult(Result):
     wall_time_s: float
     provenance: dict = field(default_factory=dict)
 
+    def plot(self, ax=None):  # type: ignore[no-untyped-def]
+        """Convergence of the wanted Ritz values against Lanczos steps (= HVPs)."""
+        from ..landscape.plot import _axes
+        ax = _axes(ax)
+        steps = np.arange(1, self.ritz_history.shape[0] + 1)
+        for i in range(self.ritz_history.shape[1]):
+            ax.plot(steps, self.ritz_history[:, i], marker=".", label=f"theta_{i + 1}")
+        ax.set_xlabel("Lanczos step")
+        ax.set_ylabel("Ritz value")
+        ax.legend(fontsize="small")
+        return ax
+
     def summary(self) -> str:
         vals = ", ".join(f"{v:.6g}" for v in self.eigenvalues)
         return (f"eigenvalues ({self.which}, {self.method}): [{vals}]; max residual "
