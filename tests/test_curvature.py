@@ -227,3 +227,12 @@ def test_result_plots_render(tmp_path):
     save_figure(lanczos(A, k=2, progress=False).plot(), str(tmp_path / "ritz.png"))
     save_figure(spectral_density(A, n_probes=2, n_steps=10, progress=False).plot(), str(tmp_path / "dos.png"))
     assert (tmp_path / "ritz.png").stat().st_size > 1000 and (tmp_path / "dos.png").stat().st_size > 1000
+
+
+def test_invariant_subspace_at_the_iteration_limit_is_not_called_converged():
+    # diag(3,3,1,1): from a random start the Krylov space is invariant after 2 steps, holding
+    # one copy of each eigenvalue; with max_iter=2 the second 3 was never seen
+    A = torch.diag(torch.tensor([3.0, 3.0, 1.0, 1.0], dtype=torch.float64))
+    r = lanczos(A, k=2, max_iter=2, progress=False)
+    assert not r.converged
+    assert lanczos(A, k=2, progress=False).eigenvalues.tolist() == pytest.approx([3.0, 3.0])
