@@ -336,6 +336,8 @@ class Objective:
         vectorize : bool or "auto"
             Evaluate a batch of points with ``vmap`` (one batched forward per chunk).
             "auto": only on GPU or when chunks are small (< 256 samples), eval mode only.
+            Measured on one CPU thread (digits MLPs, 64 points): vmap is 4.8x faster than the
+            loop at 32 samples, 2.1x at 128, but 1.3x slower at 256 and 2x slower at 1437.
         points_per_batch : int
             Points per vmapped forward (bounds memory).
 

@@ -86,3 +86,9 @@ def test_one_dimensional_scan(tmp_path):
 def test_unknown_scan_direction_kind_fails_with_a_message(tmp_path, capsys):
     assert main(_args("scan", tmp_path, ["scan.directions=spiral"])) == 1
     assert "unknown scan.directions" in capsys.readouterr().err
+
+
+def test_cnn_model_runs_through_the_pipeline(tmp_path):
+    args = _args("hessian", tmp_path, ["model.kind=\"cnn\"", "model.channels=[2, 3]", "data.downsample=4"])
+    assert main(args) == 0
+    assert (tmp_path / "hessian_eigs.json").is_file()
