@@ -6,6 +6,7 @@ Subcommands: ``train``, ``hessian``, ``scan``, ``demo`` (train + hessian + scan:
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -44,7 +45,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from . import pipeline
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(__import__("json").dumps(cfg.to_dict(), indent=2))
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     progress = not args.no_progress
     try:
         if args.command == "train":

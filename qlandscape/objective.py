@@ -54,8 +54,13 @@ class Counters:
                     graph_builds=self.graph_builds, points=self.points)
 
     def since(self, before: dict[str, int]) -> dict[str, int]:
-        now = self.as_dict()
-        return {k: now[k] - before.get(k, 0) for k in now}
+        """Work done since the snapshot ``before`` (an earlier :meth:`as_dict`)."""
+        return counter_diff(self.as_dict(), before)
+
+
+def counter_diff(now: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    """``now - before`` for work-counter dictionaries."""
+    return {k: now[k] - before.get(k, 0) for k in now}
 
 
 def _as_tensor(a: Any) -> Tensor:
@@ -319,8 +324,7 @@ class Objective:
     def evaluate(self, theta: Optional[Tensor] = None, check_finite: bool = True) -> tuple[float, float]:
         """Full-data ``(loss, metric)`` at ``theta``; the metric is NaN if none is defined."""
         theta = self.as_theta(theta)
-        loss_sum, metric_sum = self._evaluate_block(theta[None], vectorize=False)
-        self.counters.points -= 1  # a single point is counted as a loss pass, not a scan point
+        loss_sum, metric_sum = self._evaluate_block(theta[None], vectorize=False, scan_points=False)
         loss = loss_sum[0]
         if check_finite:
             self._require_finite(loss, "loss")
@@ -363,7 +367,7 @@ class Objective:
             metrics.append(m)
         return torch.cat(losses), torch.cat(metrics)
 
-    def _evaluate_block(self, thetas: Tensor, vectorize: bool) -> tuple[Tensor, Tensor]:
+    def _evaluate_block(self, thetas: Tensor, vectorize: bool, scan_points: bool = True) -> tuple[Tensor, Tensor]:
         P = thetas.shape[0]
         loss_acc = torch.zeros(P, dtype=self.dtype, device=self.device)
         metric_acc = torch.zeros(P, dtype=self.dtype, device=self.device)
@@ -386,7 +390,8 @@ class Objective:
                             loss_acc[j] += lj
                             metric_acc[j] += mj
         self.counters.loss_passes += P
-        self.counters.points += P
+        if scan_points:
+            self.counters.points += P
         metric_out = metric_acc / self.n_samples if metric is not None else torch.full_like(metric_acc, float("nan"))
         return loss_acc * self._scale, metric_out
 

@@ -117,21 +117,27 @@ def run_hessian(cfg: RunConfig, out: Path, progress: bool = True, force: bool = 
     digest = cfg.digest("data", "model", "train", "objective", "hessian")
     h = cfg.hessian
     results: dict[str, Result] = {}
+    shared: list[Objective] = []
+
+    def objective() -> Objective:  # built once, on first need: its cached graph serves all three
+        if not shared:
+            shared.append(build_objective(cfg, model, ds))
+        return shared[0]
+
     eig = _cached(out / "hessian_eigs", EigResult, digest, force)
     if eig is None:
-        eig = hessian_eigs(build_objective(cfg, model, ds), k=h.top_k, which=h.which, tol=h.tol, seed=h.seed,
-                           progress=progress)
+        eig = hessian_eigs(objective(), k=h.top_k, which=h.which, tol=h.tol, seed=h.seed, progress=progress)
         _save(eig, out / "hessian_eigs", digest)
     results["eigs"] = eig
     tr = _cached(out / "hessian_trace", TraceResult, digest, force)
     if tr is None:
-        tr = hessian_trace(build_objective(cfg, model, ds), method=h.trace_method,  # type: ignore[arg-type]
+        tr = hessian_trace(objective(), method=h.trace_method,  # type: ignore[arg-type]
                            n_probes=h.trace_probes, seed=h.seed, progress=progress)
         _save(tr, out / "hessian_trace", digest)
     results["trace"] = tr
     dens = _cached(out / "hessian_density", DensityResult, digest, force)
     if dens is None:
-        dens = spectral_density(build_objective(cfg, model, ds), n_probes=h.density_probes,
+        dens = spectral_density(objective(), n_probes=h.density_probes,
                                 n_steps=h.density_steps, seed=h.seed, progress=progress)
         _save(dens, out / "hessian_density", digest)
         from .landscape.plot import save_figure

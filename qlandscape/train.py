@@ -13,8 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from .data import Dataset
-from .losses import LossSpec, make_loss
-from .objective import NonFiniteLossError
+from .losses import LossFunction, LossSpec, make_loss
+from .objective import NonFiniteLossError, Objective
 from .params import ParamSpace
 from .progress import progress_bar
 from .results import Result
@@ -48,18 +48,9 @@ class TrainResult(Result):
     wall_time_s: float = 0.0
 
 
-def _full_eval(model: nn.Module, loss_fn, x: Tensor, y: Tensor, batch: int = 4096) -> tuple[float, float]:  # type: ignore[no-untyped-def]
-    was = model.training
-    model.eval()
-    total, correct = 0.0, 0.0
-    with torch.no_grad():
-        for s in range(0, x.shape[0], batch):
-            out = model(x[s:s + batch])
-            total += float(loss_fn.per_sample(out, y[s:s + batch]).sum())
-            if loss_fn.metric is not None:
-                correct += float(loss_fn.metric(out, y[s:s + batch]).sum())
-    model.train(was)
-    return total / x.shape[0], (correct / x.shape[0]) if loss_fn.metric is not None else float("nan")
+def _full_eval(model: nn.Module, loss_fn: LossFunction, x: Tensor, y: Tensor) -> tuple[float, float]:
+    """Full-data mean loss and metric in eval mode, through the same Objective the analyses use."""
+    return Objective(model, loss_fn, (x, y), dtype=None, batch_size=4096).evaluate(check_finite=False)
 
 
 def train(model: nn.Module, data: Union[Dataset, tuple[Tensor, Tensor]], *, loss: LossSpec = "cross_entropy",

@@ -14,7 +14,7 @@ import torch
 from scipy.sparse.linalg import LinearOperator
 from torch import Tensor
 
-from ..objective import Objective
+from ..objective import Objective, counter_diff
 
 
 @runtime_checkable
@@ -106,8 +106,7 @@ def _scipy_view(op: Any) -> LinearOperator:
 
 def work_since(op: SymmetricOperator, before: dict[str, int]) -> dict[str, int]:
     """Work counters (HVPs, loss/gradient passes, graph builds) spent since ``before``."""
-    now = op.work()
-    return {k: now[k] - before.get(k, 0) for k in now}
+    return counter_diff(op.work(), before)
 
 
 def as_operator(target: Union[Objective, SymmetricOperator, Tensor, np.ndarray]) -> SymmetricOperator:

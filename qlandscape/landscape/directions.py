@@ -20,7 +20,7 @@ Normalizations (``normalization=``)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import TYPE_CHECKING, Literal, Sequence
 
 import numpy as np
 import torch
@@ -28,6 +28,9 @@ from torch import Tensor
 
 from ..params import ParamSpace
 from ..results import Result
+
+if TYPE_CHECKING:
+    from ..curvature import EigResult
 
 Normalization = Literal["filter", "layer", "model", "unit", "none"]
 OneDPolicy = Literal["zero", "filter", "layer", "keep"]
@@ -88,9 +91,9 @@ def orthogonalize(d2: Tensor, d1: Tensor, keep_norm: bool = True) -> Tensor:
     return out
 
 
-def eigenvector_directions(eig: "object", count: int = 2) -> list[Tensor]:
-    """The first ``count`` eigenvectors (unit norm) of an :class:`~qlandscape.curvature.EigResult`."""
-    vecs = np.asarray(getattr(eig, "eigenvectors"))
+def eigenvector_directions(eig: "EigResult", count: int = 2) -> list[Tensor]:
+    """The first ``count`` eigenvectors (unit norm, shape ``(n,)`` each) of an eigen-result."""
+    vecs = np.asarray(eig.eigenvectors)
     if vecs.shape[0] < count:
         raise ValueError(f"the eigen-result holds {vecs.shape[0]} eigenvectors, {count} were asked for")
     return [torch.as_tensor(vecs[i].copy()) for i in range(count)]

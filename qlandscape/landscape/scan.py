@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Literal, Optional, Sequence, Union
+from typing import Callable, Literal, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -95,16 +95,15 @@ def _as_direction(d: Union[Tensor, np.ndarray], objective: Objective) -> Tensor:
     return t
 
 
-def _evaluate_grid(objective: Objective, center: Tensor, dirs: list[Tensor], coords: np.ndarray,
-                   vectorize: Vectorize, progress: bool, desc: str, rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """Evaluate at ``center + coords @ dirs`` for ``coords`` of shape ``(P, len(dirs))``,
+def _evaluate_points(objective: Objective, make_points: Callable[[Tensor], Tensor], coords: np.ndarray,
+                     vectorize: Vectorize, progress: bool, desc: str, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Evaluate at ``make_points(coords block) -> (P, n)`` for ``coords`` of shape ``(P, d)``,
     ``rows`` points at a time (bounds the memory of the stacked parameter vectors)."""
-    D = torch.stack(dirs)
     C = torch.as_tensor(coords, dtype=objective.dtype, device=objective.device)
     losses, metrics = [], []
     bar = progress_bar(C.shape[0], desc, progress)
     for s in range(0, C.shape[0], rows):
-        pts = center[None] + C[s:s + rows] @ D
+        pts = make_points(C[s:s + rows])
         l, m = objective.evaluate_many(pts, vectorize=vectorize)
         losses.append(l)
         metrics.append(m)
@@ -114,7 +113,7 @@ def _evaluate_grid(objective: Objective, center: Tensor, dirs: list[Tensor], coo
             torch.cat(metrics).detach().cpu().numpy().astype(np.float64))
 
 
-def _finish(objective: Objective, loss: np.ndarray) -> None:
+def _warn_non_finite(loss: np.ndarray) -> None:
     bad = int(np.size(loss) - np.isfinite(loss).sum())
     if bad:
         warnings.warn(f"{bad} scan points have a non-finite loss (kept as NaN/inf); the span may be "
@@ -173,11 +172,12 @@ def _scan(objective: Objective, directions: list, axes: list[np.ndarray], float3
     before = obj.counters.as_dict()
     mesh = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, len(axes))
     rows = axes[-1].size if len(axes) == 2 else min(axes[0].size, 64)
-    loss, metric = _evaluate_grid(obj, center, dirs, mesh, vectorize, progress,
-                                  f"scan {'x'.join(str(a.size) for a in axes)}", rows)
+    D = torch.stack(dirs)
+    loss, metric = _evaluate_points(obj, lambda C: center[None] + C @ D, mesh, vectorize, progress,
+                                    f"scan {'x'.join(str(a.size) for a in axes)}", rows)
     shape = tuple(a.size for a in axes)
     loss, metric = loss.reshape(shape), metric.reshape(shape)
-    _finish(obj, loss)
+    _warn_non_finite(loss)
     return LandscapeScan(
         alphas=axes[0], betas=axes[1] if len(axes) == 2 else np.zeros(0), loss=loss, metric=metric,
         directions=torch.stack(dirs).detach().cpu().numpy(), center=center.detach().cpu().numpy(),
@@ -253,16 +253,11 @@ def interpolate(objective: Objective, theta_a: Union[Tensor, np.ndarray], theta_
         step = 1.0 / (n_points - 1)
         k = int(np.floor(extend / step + 1e-9))
         t = np.concatenate([-step * np.arange(k, 0, -1), t, 1 + step * np.arange(1, k + 1)])
-    T = torch.as_tensor(t, dtype=objective.dtype, device=objective.device)[:, None]
     before = objective.counters.as_dict()
-    bar = progress_bar(len(t), "interpolate", progress)
-    pts = (1 - T) * a[None] + T * b[None]  # exact endpoints: (1-0)*a + 0*b == a
-    loss_t, metric_t = objective.evaluate_many(pts, vectorize=vectorize)
-    bar.update(len(t))
-    bar.close()
-    loss = loss_t.detach().cpu().numpy().astype(np.float64)
-    metric = metric_t.detach().cpu().numpy().astype(np.float64)
-    _finish(objective, loss)
+    # (1 - t) a + t b: exact endpoints, (1 - 0) a + 0 b == a and 0 a + 1 b == b
+    loss, metric = _evaluate_points(objective, lambda T: (1 - T) * a[None] + T * b[None], t[:, None],
+                                    vectorize, progress, "interpolate", rows=16)
+    _warn_non_finite(loss)
     i0, i1 = int(np.argmin(np.abs(t))), int(np.argmin(np.abs(t - 1)))
     la, lb = float(loss[i0]), float(loss[i1])
     barrier, bt = _barrier(t, loss, la, lb)
