@@ -234,3 +234,23 @@ def test_counters_count_hvps_and_passes():
     ob.hvp(torch.zeros(4, ob.n_params, dtype=torch.float64))
     ob.loss()
     assert ob.counters.hvp == 4 and ob.counters.loss_passes == 1 and ob.counters.graph_builds == 1
+
+
+def test_a_torch_dataloader_is_materialized_once_in_its_order():
+    from torch.utils.data import DataLoader, TensorDataset
+    case = mlp_case()
+    loader = DataLoader(TensorDataset(case.x, case.y), batch_size=6, shuffle=False)  # 6, 6, 6, 5
+    ob = Objective(case.model, case.loss, loader)
+    ref = Objective(case.model, case.loss, (case.x, case.y))
+    assert len(ob.chunks) == 4 and ob.n_samples == 23
+    assert ob.loss() == pytest.approx(ref.loss(), rel=1e-13)
+    v = torch.randn(ob.n_params, dtype=torch.float64)
+    assert torch.allclose(ob.hvp(v), ref.hvp(v), rtol=TOL, atol=TOL)
+
+
+def test_dtype_none_keeps_the_models_float32():
+    case = mlp_case()
+    ob = Objective(case.model, case.loss, (case.x, case.y), dtype=None)
+    assert ob.dtype == torch.float32 and ob.theta0.dtype == torch.float32
+    assert ob.hvp(torch.ones(ob.n_params)).dtype == torch.float32
+    assert ob.provenance()["dtype"] == "float32"
