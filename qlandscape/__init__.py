@@ -4,21 +4,48 @@ The engine sees an :class:`Objective` (model + loss + data + reduction + mode + 
 parameter selection) and never asks whether the model is quantum.
 """
 
+from .curvature import (
+    DensityResult,
+    EigResult,
+    HessianOperator,
+    MatrixOperator,
+    SymmetricOperator,
+    TraceResult,
+    dense_eigs,
+    dense_hessian,
+    hessian_eigs,
+    hessian_trace,
+    lanczos,
+    spectral_density,
+)
+from .data import Dataset, load_digits
+from .landscape import (
+    InterpolationResult,
+    LandscapeScan,
+    PCAResult,
+    eigenvector_directions,
+    interpolate,
+    normalize_direction,
+    orthogonalize,
+    pca_directions,
+    random_direction,
+    scan_1d,
+    scan_2d,
+    symmetric_grid,
+)
+from .losses import LossFunction, make_loss
+from .models import MLP, SmallCNN
 from .objective import Counters, NonFiniteLossError, Objective
 from .params import ParamSelector, ParamSpace, select_parameter_names
-from .losses import LossFunction, make_loss
-from .second_order import (FiniteDifferenceOfGradients, ForwardOverReverse, ReverseOverReverse,
-                           SecondOrderProvider, make_provider)
-from .curvature import (DensityResult, EigResult, HessianOperator, MatrixOperator, SymmetricOperator,
-                        TraceResult, dense_eigs, dense_hessian, hessian_eigs, hessian_trace, lanczos,
-                        spectral_density)
-from .landscape import (InterpolationResult, LandscapeScan, PCAResult, eigenvector_directions, interpolate,
-                        normalize_direction, orthogonalize, pca_directions, random_direction, scan_1d,
-                        scan_2d, symmetric_grid)
-from .data import Dataset, load_digits
-from .models import MLP, SmallCNN
-from .train import TrainResult, train
 from .results import Result
+from .second_order import (
+    FiniteDifferenceOfGradients,
+    ForwardOverReverse,
+    ReverseOverReverse,
+    SecondOrderProvider,
+    make_provider,
+)
+from .train import TrainResult, train
 
 __version__ = "0.1.0"
 

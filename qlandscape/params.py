@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Iterable, Mapping, Pattern, Sequence, Union
 
 import torch
@@ -88,12 +89,12 @@ class ParamSpace:
         names = select_parameter_names(model, selector)
         return cls(tuple(names), tuple(params[n].shape for n in names))
 
-    @property
+    @cached_property
     def numels(self) -> tuple[int, ...]:
         """Number of entries of each parameter."""
         return tuple(int(torch.Size(s).numel()) for s in self.shapes)
 
-    @property
+    @cached_property
     def offsets(self) -> tuple[int, ...]:
         """Start index of each parameter in the flat vector, plus the total at the end."""
         out = [0]
@@ -101,7 +102,7 @@ class ParamSpace:
             out.append(out[-1] + k)
         return tuple(out)
 
-    @property
+    @cached_property
     def size(self) -> int:
         """Length ``n`` of the flat vector."""
         return self.offsets[-1]

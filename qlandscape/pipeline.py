@@ -20,8 +20,7 @@ from torch import nn
 from .config import RunConfig
 from .curvature import DensityResult, EigResult, TraceResult, hessian_eigs, hessian_trace, spectral_density
 from .data import Dataset, load_digits
-from .landscape import (LandscapeScan, eigenvector_directions, pca_directions, random_direction,
-                        scan_1d, scan_2d)
+from .landscape import LandscapeScan, eigenvector_directions, pca_directions, random_direction, scan_1d, scan_2d
 from .models import MLP, SmallCNN
 from .objective import Objective
 from .results import Result, atomic_write_bytes

@@ -15,7 +15,8 @@ from typing import Callable, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
-from torch.func import grad as func_grad, jvp, vmap
+from torch.func import grad as func_grad
+from torch.func import jvp, vmap
 
 ChunkLoss = Callable[[Tensor], Tensor]
 """``theta (n,) -> scalar`` loss of one chunk (already weighted by the reduction)."""

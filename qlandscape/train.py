@@ -134,13 +134,13 @@ def train(model: nn.Module, data: Union[Dataset, tuple[Tensor, Tensor]], *, loss
         for s in range(0, x.shape[0], batch_size):
             idx = perm[s:s + batch_size]
             opt.zero_grad(set_to_none=True)
-            l = loss_fn.per_sample(model(x[idx]), y[idx]).mean()
-            if not bool(torch.isfinite(l)):
-                err = NonFiniteLossError(f"training loss became {float(l.detach())} at epoch {epoch}, step {step}; "
+            lv = loss_fn.per_sample(model(x[idx]), y[idx]).mean()
+            if not bool(torch.isfinite(lv)):
+                err = NonFiniteLossError(f"training loss became {float(lv.detach())} at epoch {epoch}, step {step}; "
                                          "lower the learning rate (lr) or check the data")
                 err.partial = result()  # type: ignore[attr-defined]
                 raise err
-            l.backward()
+            lv.backward()
             opt.step()
             step += 1
         if epoch % record_every == 0 or epoch == epochs:

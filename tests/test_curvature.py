@@ -6,7 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from qlandscape import (DensityResult, EigResult, MatrixOperator, Objective, TraceResult, dense_hessian, hessian_eigs, hessian_trace, lanczos, spectral_density)
+from qlandscape import (
+    DensityResult,
+    EigResult,
+    MatrixOperator,
+    Objective,
+    TraceResult,
+    dense_hessian,
+    hessian_eigs,
+    hessian_trace,
+    lanczos,
+    spectral_density,
+)
 
 from .cases import least_squares, mlp_case, spectrum_matrix
 

@@ -4,9 +4,20 @@ import numpy as np
 import pytest
 import torch
 
-from qlandscape import (InterpolationResult, LandscapeScan, Objective, ParamSpace, interpolate,
-                        normalize_direction, orthogonalize, pca_directions, random_direction, scan_1d,
-                        scan_2d, symmetric_grid)
+from qlandscape import (
+    InterpolationResult,
+    LandscapeScan,
+    Objective,
+    ParamSpace,
+    interpolate,
+    normalize_direction,
+    orthogonalize,
+    pca_directions,
+    random_direction,
+    scan_1d,
+    scan_2d,
+    symmetric_grid,
+)
 
 from .cases import cnn_case, least_squares, mlp_case
 

@@ -254,3 +254,27 @@ def test_dtype_none_keeps_the_models_float32():
     assert ob.dtype == torch.float32 and ob.theta0.dtype == torch.float32
     assert ob.hvp(torch.ones(ob.n_params)).dtype == torch.float32
     assert ob.provenance()["dtype"] == "float32"
+
+
+def test_tied_weights_move_together_in_value_hvp_and_scans():
+    """A tensor registered under two names (weight tying) is one parameter: the loss, its HVP and
+    functional evaluation at other points must all move both uses together."""
+    torch.manual_seed(0)
+    tied = nn.Sequential(nn.Linear(4, 4, bias=False), nn.Tanh(), nn.Linear(4, 4, bias=False)).double()
+    tied[2].weight = tied[0].weight  # one Parameter, two names
+    x = torch.randn(7, 4, dtype=torch.float64)
+    y = torch.randn(7, 4, dtype=torch.float64)
+    ob = Objective(tied, "mse", (x, y))
+    assert ob.space.names == ("0.weight",)
+
+    def ref(t: torch.Tensor) -> torch.Tensor:
+        W = t.reshape(4, 4)
+        return F.mse_loss(torch.tanh(x @ W.T) @ W.T, y)
+
+    H = hessian(ref)(ob.theta0)
+    v = torch.randn(ob.n_params, dtype=torch.float64)
+    assert ob.loss() == pytest.approx(float(ref(ob.theta0)), rel=1e-12)
+    assert torch.allclose(ob.hvp(v), H @ v, rtol=TOL, atol=TOL)
+    far = ob.theta0 + 0.3 * v
+    loss_far, _ = ob.evaluate_many(far[None], vectorize=False)
+    assert float(loss_far[0]) == pytest.approx(float(ref(far)), rel=1e-12)

@@ -14,8 +14,8 @@ from torch import Tensor
 
 from ..objective import Objective
 from ..progress import progress_bar
-from .operator import SymmetricOperator, as_operator, dense_matrix, work_since
 from ..results import Result
+from .operator import SymmetricOperator, as_operator, dense_matrix, work_since
 
 
 @dataclass

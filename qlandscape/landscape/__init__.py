@@ -1,7 +1,13 @@
 """Loss landscapes: directions, 1D/2D scans, interpolation and plots."""
 
-from .directions import (PCAResult, eigenvector_directions, normalize_direction, orthogonalize,
-                         pca_directions, random_direction)
+from .directions import (
+                         PCAResult,
+                         eigenvector_directions,
+                         normalize_direction,
+                         orthogonalize,
+                         pca_directions,
+                         random_direction,
+)
 from .scan import InterpolationResult, LandscapeScan, interpolate, scan_1d, scan_2d, symmetric_grid
 
 __all__ = ["PCAResult", "eigenvector_directions", "normalize_direction", "orthogonalize", "pca_directions",

@@ -104,8 +104,8 @@ def _evaluate_points(objective: Objective, make_points: Callable[[Tensor], Tenso
     bar = progress_bar(C.shape[0], desc, progress)
     for s in range(0, C.shape[0], rows):
         pts = make_points(C[s:s + rows])
-        l, m = objective.evaluate_many(pts, vectorize=vectorize)
-        losses.append(l)
+        lv, m = objective.evaluate_many(pts, vectorize=vectorize)
+        losses.append(lv)
         metrics.append(m)
         bar.update(pts.shape[0])
     bar.close()
