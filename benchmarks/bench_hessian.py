@@ -209,22 +209,34 @@ def best_of_sweep(name, fn, settings, model, x, y, k, ref, repeats):
     return best
 
 
-def head_to_head(rows: list[dict], fns: dict[str, Callable[[Counter], Any]], rounds: int) -> None:
-    """Re-time each library's chosen setting in interleaved rounds (A, B, C, D, A, B, ...) and
-    store the medians as ``seconds``: on a shared VM whose speed drifts by tens of percent over
-    minutes, only interleaved timings give fair ratios. Sweep timings stay in ``sweep``."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    usable = {r["library"] for r in rows if "rel_error" in r}
+def interleaved(fns: dict[str, Callable[[], Any]], rounds: int) -> dict[str, dict[str, Any]]:
+    """Call each function once per round, in turn (A, B, C, A, B, C, ...): on a shared VM whose
+    speed drifts by tens of percent over minutes, only interleaved timings give fair ratios.
+    Returns per name ``times`` and ``values`` (one per round) and ``error`` (a function that
+    raised is not called again)."""
+    out: dict[str, dict[str, Any]] = {name: dict(times=[], values=[], error=None) for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
-            if name not in usable:
+            if out[name]["error"] is not None:
                 continue
-            t0 = time.perf_counter()
-            fn(Counter())
-            times[name].append(time.perf_counter() - t0)
+            try:
+                t0 = time.perf_counter()
+                value = fn()
+                out[name]["times"].append(time.perf_counter() - t0)
+                out[name]["values"].append(value)
+            except Exception as exc:  # noqa: BLE001 - anchors fail in many ways; record, don't stop
+                out[name]["error"] = f"{type(exc).__name__}: {exc}"[:300]
+    return out
+
+
+def head_to_head(rows: list[dict], fns: dict[str, Callable[[Counter], Any]], rounds: int) -> None:
+    """Re-time each library's chosen setting in interleaved rounds and store the medians as
+    ``seconds`` (the sweep's own timings stay in ``sweep``)."""
+    usable = {r["library"] for r in rows if "rel_error" in r}
+    runs = interleaved({name: (lambda fn=fn: fn(Counter())) for name, fn in fns.items() if name in usable}, rounds)
     for r in rows:
-        if times.get(r["library"]):
-            r["seconds"] = statistics.median(times[r["library"]])
+        if runs.get(r["library"], {}).get("times"):
+            r["seconds"] = statistics.median(runs[r["library"]]["times"])
             r["timing"] = f"median of {rounds} interleaved rounds"
 
 
@@ -346,37 +358,26 @@ def main() -> None:
         print(f"top{k}:", [(r["library"], r.get("seconds"), r.get("hvps"), r.get("rel_error")) for r in rows], flush=True)
 
     # trace, 100 probes, interleaved rounds
-    trows = []
-    tfns = [("qlandscape", ql_trace), ("PyHessian", pyhessian_trace), ("hessian-eigenthings", he_trace),
-            ("curvlinops", cl_trace)]
-    ttimes: dict[str, list[float]] = {name: [] for name, _ in tfns}
-    tvals: dict[str, Any] = {}
-    tcounts: dict[str, int] = {}
-    failed: dict[str, str] = {}
-    for _ in range(R):
-        for name, fn in tfns:
-            if name in failed:
-                continue
+    def counted(fn: Callable[..., Any]) -> Callable[[], tuple[Any, int]]:
+        def call() -> tuple[Any, int]:
             c = Counter()
-            try:
-                t0 = time.perf_counter()
-                tvals[name] = fn(model, x, y, 100, c)
-                ttimes[name].append(time.perf_counter() - t0)
-                tcounts[name] = c.n
-            except Exception as exc:  # noqa: BLE001
-                failed[name] = f"{type(exc).__name__}: {exc}"[:300]
-    for name, _ in tfns:
-        try:
-            if name in failed:
-                raise RuntimeError(failed[name])
-            val, t = tvals[name], statistics.median(ttimes[name])
-            row = dict(library=name, seconds=t, hvps=tcounts[name], timing=f"median of {R} interleaved rounds")
-            if isinstance(val, ql.TraceResult):
-                row.update(estimate=val.estimate, stderr=val.stderr)
-            else:
-                row.update(estimate=float(val), stderr=None)
-        except Exception as exc:  # noqa: BLE001
-            row = dict(library=name, error=f"{type(exc).__name__}: {exc}"[:300])
+            return fn(model, x, y, 100, c), c.n
+        return call
+
+    truns = interleaved({"qlandscape": counted(ql_trace), "PyHessian": counted(pyhessian_trace),
+                         "hessian-eigenthings": counted(he_trace), "curvlinops": counted(cl_trace)}, R)
+    trows = []
+    for name, run in truns.items():
+        if run["error"] is not None:
+            trows.append(dict(library=name, error=run["error"]))
+            continue
+        val, hvps = run["values"][-1]
+        row = dict(library=name, seconds=statistics.median(run["times"]), hvps=hvps,
+                   timing=f"median of {R} interleaved rounds")
+        if isinstance(val, ql.TraceResult):
+            row.update(estimate=val.estimate, stderr=val.stderr)
+        else:
+            row.update(estimate=float(val), stderr=None)
         trows.append(row)
     results["trace"] = dict(rows=trows, probes=100)
     print("trace:", trows, flush=True)
@@ -403,10 +404,7 @@ def main() -> None:
     # 25x25 scans, each in a fresh process (time + peak RSS growth), in interleaved rounds:
     # the ratio to the bound is taken within each round (adjacent in time) and its median reported
     kinds = ("bound", "qlandscape", "loss-landscapes")
-    rounds: dict[str, list[dict]] = {w: [] for w in kinds}
-    for _ in range(R):
-        for w in kinds:
-            rounds[w].append(run_child(w, R))
+    rounds = {w: run["values"] for w, run in interleaved({w: (lambda w=w: run_child(w, R)) for w in kinds}, R).items()}
     srows: dict[str, dict] = {}
     for w in kinds:
         ok = [r for r in rounds[w] if "seconds" in r]
