@@ -4,6 +4,15 @@ The engine sees an :class:`Objective` (model + loss + data + reduction + mode + 
 parameter selection) and never asks whether the model is quantum.
 """
 
+from .adapter import (
+    Capabilities,
+    CapabilityError,
+    ModelAdapter,
+    ModuleInfo,
+    copy_module,
+    model_capabilities,
+    register_inspector,
+)
 from .curvature import (
     DensityResult,
     EigResult,
@@ -37,12 +46,15 @@ from .losses import LossFunction, make_loss
 from .models import MLP, SmallCNN
 from .objective import Counters, NonFiniteLossError, Objective
 from .params import ParamSelector, ParamSpace, select_parameter_names
+from .patches import PatchGrid
+from .quantum import CircuitSpec, PatchQNN
 from .results import Result
 from .second_order import (
     FiniteDifferenceOfGradients,
     ForwardOverReverse,
     ReverseOverReverse,
     SecondOrderProvider,
+    choose_provider,
     make_provider,
 )
 from .train import TrainResult, train
@@ -53,9 +65,12 @@ __all__ = [
     # objective: what every routine differentiates
     "Objective", "NonFiniteLossError", "Counters", "ParamSpace", "ParamSelector", "select_parameter_names",
     "LossFunction", "make_loss",
+    # model adapter: what a model can do, declared (the engine chooses routes from it)
+    "ModelAdapter", "Capabilities", "ModuleInfo", "CapabilityError", "model_capabilities", "register_inspector",
+    "copy_module",
     # second-order providers (the one interface for layers needing another route to H v)
     "SecondOrderProvider", "ReverseOverReverse", "ForwardOverReverse", "FiniteDifferenceOfGradients",
-    "make_provider",
+    "make_provider", "choose_provider",
     # curvature
     "HessianOperator", "MatrixOperator", "SymmetricOperator", "dense_hessian", "hessian_eigs", "lanczos",
     "dense_eigs", "EigResult", "hessian_trace", "TraceResult", "spectral_density", "DensityResult",
@@ -63,7 +78,7 @@ __all__ = [
     "random_direction", "normalize_direction", "orthogonalize", "eigenvector_directions", "pca_directions",
     "PCAResult", "scan_1d", "scan_2d", "symmetric_grid", "LandscapeScan", "interpolate", "InterpolationResult",
     # models, data, training
-    "MLP", "SmallCNN", "Dataset", "load_digits", "train", "TrainResult",
+    "PatchQNN", "CircuitSpec", "PatchGrid", "MLP", "SmallCNN", "Dataset", "load_digits", "train", "TrainResult",
     # results
     "Result",
 ]

@@ -22,24 +22,16 @@ from typing import Any, Callable, Iterator, Literal, Optional, Sequence, Union
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, vmap
+from torch.func import vmap
 
+from .adapter import CapabilityError, ModelAdapter
 from .losses import LossFunction, LossSpec, PerSampleLoss, make_loss
-from .params import ParamSelector, ParamSpace
-from .second_order import ForwardOverReverse, ReverseOverReverse, SecondOrderProvider, make_provider
+from .params import ParamSelector
+from .second_order import SecondOrderProvider, choose_provider, make_provider
 
 Mode = Literal["eval", "train"]
 Reduction = Literal["mean", "sum"]
 DataSpec = Union[tuple, Sequence[tuple]]
-
-_DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
-
-
-def _has_tied_tensors(model: nn.Module) -> bool:
-    """Whether one parameter or buffer is registered under more than one name."""
-    named = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
-    return len({id(t) for _, t in named}) < len(named)
-
 
 class NonFiniteLossError(FloatingPointError):
     """The loss (or a derivative of it) is NaN or infinite."""
@@ -114,9 +106,15 @@ class Objective:
     seed : int
         Seed for fixed dropout masks; recorded in provenance.
     second_order : "auto", "reverse", "forward", "finite-difference" or provider
-        How chunk HVPs are computed. ``"auto"``: double backward reusing one cached
-        first-order graph when the data is a single chunk, else forward-over-reverse
-        (``torch.func``) in eval mode and double backward in train mode.
+        How chunk HVPs are computed. ``"auto"`` chooses from the model's declared
+        capabilities (:class:`~qlandscape.adapter.Capabilities`), never from the data alone:
+        models exact to second order under autograd get double backward reusing one cached
+        first-order graph when the data is a single chunk (or in train mode, or when
+        ``torch.func`` does not run through the model), else forward-over-reverse
+        (``torch.func``); models with exact first derivatives only (adjoint QNodes) get
+        central differences of exact gradients with a step for their output precision. A
+        requested provider the model cannot serve raises :class:`CapabilityError` naming the
+        alternatives. The choice and its reason are recorded in :meth:`provenance`.
     cache_graph : bool or "auto"
         Keep the first-order graph of each chunk between HVP calls ("auto": only if the data
         is one chunk, so memory stays bounded by one chunk's graph).
@@ -141,51 +139,41 @@ class Objective:
                  cache_graph: Union[bool, Literal["auto"]] = "auto",
                  metric: Optional[PerSampleLoss] = None,
                  device: Optional[Union[str, torch.device]] = None) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if reduction not in ("mean", "sum"):
             raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
         if mode not in ("eval", "train"):
             raise ValueError(f"mode must be 'eval' or 'train', got {mode!r}")
         if dropout not in ("refuse", "fixed"):
             raise ValueError(f"dropout must be 'refuse' or 'fixed', got {dropout!r}")
-        if dtype is not None and not dtype.is_floating_point:
-            raise ValueError(f"dtype must be a floating dtype, got {dtype}")
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+        self.adapter = ModelAdapter(model, params, dtype, device)
         self.model = model
         self.loss_fn: LossFunction = make_loss(loss, metric)
         self.reduction: Reduction = reduction
         self.mode: Mode = mode
         self.seed = int(seed)
         self.dropout_policy = dropout
-        self._has_dropout = any(isinstance(m, _DROPOUT_TYPES) and m.p > 0 for m in model.modules())
+        self.chunks: list[tuple[Tensor, Tensor]] = self._make_chunks(data, batch_size)
+        self.adapter.probe(self.chunks[0][0][:2])
+        caps = self.adapter.capabilities
+        self._has_dropout = caps.stochastic
         if mode == "train" and self._has_dropout and dropout == "refuse":
             raise ValueError("mode='train' with active Dropout makes the loss a random function, so its "
                              "Hessian is not defined; use mode='eval', or dropout='fixed' to freeze "
                              "the dropout masks (seeded per chunk)")
-        first = next(iter(model.parameters()), None)
-        if first is None:
-            raise ValueError("the model has no parameters")
-        self.device = torch.device(device) if device is not None else first.device
-        self.dtype: torch.dtype = dtype if dtype is not None else first.dtype
-        self.space = ParamSpace.from_module(model, params)
-        selected = set(self.space.names)
-        self._fixed = {n: self._cast(p.detach()).clone() for n, p in model.named_parameters()
-                       if n not in selected}
-        self._buffers = {n: self._cast(b.detach()).clone() for n, b in model.named_buffers()}
-        self._tied = _has_tied_tensors(model)
-        self.theta0: Tensor = self.space.from_module_values(model).to(self.device, self.dtype)
-        self.chunks: list[tuple[Tensor, Tensor]] = self._make_chunks(data, batch_size)
+        self.device = self.adapter.device
+        self.dtype: torch.dtype = self.adapter.dtype
+        self.space = self.adapter.space
+        self.theta0: Tensor = self.adapter.theta0
         self.n_samples = sum(int(x.shape[0]) for x, _ in self.chunks)
         self._scale = 1.0 / self.n_samples if reduction == "mean" else 1.0
         if second_order == "auto":
-            if len(self.chunks) == 1 or mode == "train":
-                self.provider: SecondOrderProvider = ReverseOverReverse()
-            else:
-                self.provider = ForwardOverReverse()
+            self.provider, self.provider_reason = choose_provider(caps, len(self.chunks), mode, self.dtype)
         else:
-            self.provider = make_provider(second_order)
+            self.provider = make_provider(second_order, precision=caps.precision or self.dtype)
+            self.provider_reason = "requested"
+            self.provider.check(caps)
         if cache_graph == "auto":
             cache_graph = len(self.chunks) == 1
         self.cache_graph = bool(cache_graph) and self.provider.cacheable
@@ -194,10 +182,6 @@ class Objective:
         self.counters = Counters()
 
     # ------------------------------------------------------------------ setup helpers
-    def _cast(self, t: Tensor) -> Tensor:
-        t = t.to(self.device)
-        return t.to(self.dtype) if t.is_floating_point() else t
-
     def _make_chunks(self, data: DataSpec, batch_size: Optional[int]) -> list[tuple[Tensor, Tensor]]:
         if _is_pair_of_arrays(data):
             x, y = (_as_tensor(a) for a in data)
@@ -225,7 +209,7 @@ class Objective:
             pairs = [(xa, yb) for xa, yb in ((_as_tensor(a), _as_tensor(b)) for a, b in pairs) if xa.shape[0] > 0]
             if not pairs:
                 raise ValueError("the dataset is empty (no non-empty batch)")
-        return [(self._cast(x), self._cast(y)) for x, y in pairs]
+        return [(self.adapter.cast(x), self.adapter.cast(y)) for x, y in pairs]
 
     # ------------------------------------------------------------------ properties
     @property
@@ -252,11 +236,9 @@ class Objective:
         if not dtype.is_floating_point:
             raise ValueError(f"dtype must be a floating dtype, got {dtype}")
         other = self._derived()
+        other.adapter = self.adapter.with_dtype(dtype)
         other.dtype = dtype
-        cast = lambda t: t.to(dtype) if t.is_floating_point() else t  # noqa: E731
-        other._fixed = {k: cast(v) for k, v in self._fixed.items()}
-        other._buffers = {k: cast(v) for k, v in self._buffers.items()}
-        other.chunks = [(cast(x), cast(y)) for x, y in self.chunks]
+        other.chunks = [(other.adapter.cast(x), other.adapter.cast(y)) for x, y in self.chunks]
         other.theta0 = self.theta0.to(dtype)
         return other
 
@@ -267,20 +249,10 @@ class Objective:
                     loss=self.loss_fn.name, n_chunks=len(self.chunks), device=str(self.device),
                     second_order=self.provider.name, cache_graph=self.cache_graph,
                     dropout=self.dropout_policy if self._has_dropout else "none",
-                    model=type(self.model).__name__)
+                    second_order_reason=self.provider_reason, model=type(self.model).__name__,
+                    capabilities=self.adapter.capabilities.as_dict())
 
     # ------------------------------------------------------------------ evaluation core
-    @contextlib.contextmanager
-    def _module_mode(self) -> Iterator[None]:
-        """Set the requested train/eval mode, restoring every submodule's flag afterwards."""
-        flags = [(m, m.training) for m in self.model.modules()]
-        self.model.train(self.mode == "train")
-        try:
-            yield
-        finally:
-            for m, f in flags:
-                m.training = f
-
     @contextlib.contextmanager
     def _rng(self, chunk_index: int) -> Iterator[None]:
         if self.mode == "train" and self._has_dropout:
@@ -290,23 +262,17 @@ class Objective:
         else:
             yield
 
-    def _forward(self, theta: Tensor, x: Tensor, buffers: Optional[dict[str, Tensor]] = None) -> Tensor:
-        tensors = self.space.unflatten(theta)
-        if self._fixed:
-            tensors.update(self._fixed)
-        if buffers is None:
-            buffers = self._buffers if self.mode == "eval" else {k: v.clone() for k, v in self._buffers.items()}
-        if buffers:
-            tensors.update(buffers)
-        # untying costs ~4% of a small MLP's forward; only models that share a tensor need it
-        return functional_call(self.model, tensors, (x,), tie_weights=self._tied)
+    def _forward(self, theta: Tensor, x: Tensor) -> Tensor:
+        # train mode works on private copies of the buffers: running statistics never leak
+        buffers = None if self.mode == "eval" else {k: v.clone() for k, v in self.adapter.buffers.items()}
+        return self.adapter.apply(theta, x, buffers)
 
     def _chunk_fn(self, i: int) -> Callable[[Tensor], Tensor]:
         """Scalar loss contribution of chunk ``i`` (weighted by the reduction)."""
         x, y = self.chunks[i]
 
         def f(theta: Tensor) -> Tensor:
-            with self._module_mode(), self._rng(i):
+            with self.adapter.mode(self.mode == "train"), self._rng(i):
                 return self.loss_fn.per_sample(self._forward(theta, x), y).sum() * self._scale
 
         return f
@@ -363,9 +329,14 @@ class Objective:
         if thetas.dim() != 2 or thetas.shape[1] != self.n_params:
             raise ValueError(f"points must have shape (P, {self.n_params}), got {tuple(thetas.shape)}")
         thetas = thetas.to(self.device, self.dtype)
+        torch_func = self.adapter.capabilities.torch_func
         if vectorize == "auto":
             small = max(int(x.shape[0]) for x, _ in self.chunks) < 256
-            vectorize = self.mode == "eval" and (self.device.type != "cpu" or small)
+            vectorize = torch_func and self.mode == "eval" and (self.device.type != "cpu" or small)
+        if vectorize and not torch_func:
+            raise CapabilityError("vectorize=True needs torch.func (vmap) support, which this model does not "
+                                  f"declare ({'; '.join(self.adapter.capabilities.notes)}); use vectorize=False "
+                                  "or 'auto'")
         if vectorize and self.mode == "train":
             raise ValueError("vectorized evaluation needs mode='eval' (train-mode BatchNorm/Dropout "
                              "state cannot be batched over points); use vectorize=False")
@@ -382,7 +353,7 @@ class Objective:
         loss_acc = torch.zeros(P, dtype=self.dtype, device=self.device)
         metric_acc = torch.zeros(P, dtype=self.dtype, device=self.device)
         metric = self.loss_fn.metric
-        with torch.no_grad(), self._module_mode():
+        with torch.no_grad(), self.adapter.mode(self.mode == "train"):
             for i, (x, y) in enumerate(self.chunks):
                 def point(theta: Tensor) -> tuple[Tensor, Tensor]:
                     out = self._forward(theta, x)

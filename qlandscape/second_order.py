@@ -11,12 +11,15 @@ prepared function may be cached and reused.
 from __future__ import annotations
 
 import math
-from typing import Callable, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Callable, Optional, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 from torch.func import grad as func_grad
 from torch.func import jvp, vmap
+
+if TYPE_CHECKING:
+    from .adapter import Capabilities
 
 ChunkLoss = Callable[[Tensor], Tensor]
 """``theta (n,) -> scalar`` loss of one chunk (already weighted by the reduction)."""
@@ -32,6 +35,14 @@ class SecondOrderProvider(Protocol):
     name: str
     #: whether the prepared function holds state (a graph) that is worth caching
     cacheable: bool
+    #: lowest exact autograd order of the model this provider needs (2: differentiates a gradient)
+    min_autograd_order: int
+    #: whether it runs torch.func transforms through the model
+    needs_torch_func: bool
+
+    def check(self, capabilities: "Capabilities") -> None:
+        """Raise :class:`~qlandscape.adapter.CapabilityError` if the model cannot serve this provider."""
+        ...
 
     def prepare(self, f: ChunkLoss, theta: Tensor) -> tuple[BlockHVP, Tensor, Tensor]:
         """Return ``(hvp_block, loss, grad)`` at ``theta``.
@@ -42,7 +53,28 @@ class SecondOrderProvider(Protocol):
         ...
 
 
-class ReverseOverReverse:
+class _Checked:
+    name: str
+    min_autograd_order: int = 1
+    needs_torch_func: bool = False
+
+    def check(self, capabilities: "Capabilities") -> None:
+        from .adapter import CapabilityError
+        why = "; ".join(capabilities.notes) or "declared by the model"
+        if capabilities.autograd_order < self.min_autograd_order:
+            raise CapabilityError(
+                f"second_order={self.name!r} differentiates gradients with autograd, but the model's "
+                f"autograd derivatives are exact only to order {int(capabilities.autograd_order)} ({why}), so "
+                "its Hessian would be silently wrong. Use second_order='finite-difference' (central "
+                "differences of exact gradients) or 'auto', or build the quantum layers with "
+                "diff_method='backprop' (default.qubit) or diff_method='parameter-shift' with max_diff=2")
+        if self.needs_torch_func and not capabilities.torch_func:
+            raise CapabilityError(
+                f"second_order={self.name!r} runs torch.func transforms, which do not run through this "
+                f"model ({why}); use second_order='reverse' or 'auto'")
+
+
+class ReverseOverReverse(_Checked):
     """Double backward through autograd. The first-order graph is built once in
     :meth:`prepare` and every block of vectors costs one batched backward pass over it.
 
@@ -57,6 +89,7 @@ class ReverseOverReverse:
 
     name = "reverse-over-reverse"
     cacheable = True
+    min_autograd_order = 2
 
     def __init__(self, batched: "bool | str" = "auto") -> None:
         if batched not in (True, False, "auto"):
@@ -68,10 +101,16 @@ class ReverseOverReverse:
         with torch.enable_grad():
             loss = f(theta_req)
             (g,) = torch.autograd.grad(loss, theta_req, create_graph=True)
-        if not g.requires_grad:  # the loss is linear in theta: zero Hessian
-            def zero(V: Tensor) -> Tensor:
-                return torch.zeros_like(V)
-            return zero, loss.detach(), g.detach()
+        if not g.requires_grad:
+            # Either the loss is exactly linear in theta, or a layer computed its derivative
+            # outside autograd (an adjoint QNode): a zero Hessian here would be a guess.
+            from .adapter import CapabilityError
+            raise CapabilityError(
+                "the gradient has no autograd graph, so double backward cannot give second derivatives: "
+                "a layer computes its first derivatives outside autograd (e.g. a QNode with "
+                "diff_method='adjoint' that does not declare it), or the loss is linear in the parameters. "
+                "Use second_order='finite-difference', or a layer whose derivatives autograd can "
+                "differentiate again (diff_method='backprop' or 'parameter-shift' with max_diff=2)")
 
         use_batched = self.batched if self.batched != "auto" else theta.device.type != "cpu"
 
@@ -90,12 +129,14 @@ class ReverseOverReverse:
         return block, loss.detach(), g.detach()
 
 
-class ForwardOverReverse:
+class ForwardOverReverse(_Checked):
     """``jvp`` of ``torch.func.grad``, vmapped over the block. Nothing is cached: memory is
     one chunk's forward-over-reverse graph per vector in the block, freed after the call."""
 
     name = "forward-over-reverse"
     cacheable = False
+    min_autograd_order = 2
+    needs_torch_func = True
 
     def prepare(self, f: ChunkLoss, theta: Tensor) -> tuple[BlockHVP, Tensor, Tensor]:
         theta = theta.detach()
@@ -114,29 +155,51 @@ class ForwardOverReverse:
         return block, nan, torch.full_like(theta, float("nan"))
 
 
-class FiniteDifferenceOfGradients:
+class FiniteDifferenceOfGradients(_Checked):
     """Central differences of exact gradients: ``H v ~ (g(theta + h v) - g(theta - h v)) / 2h``.
 
     For layers whose simulator provides exact first derivatives (adjoint differentiation)
-    but no second derivatives. The step is relative: ``h = rel_step * max(1, |theta|) / |v|``,
-    so the truncation error is ``O(h^2)`` and scale-invariant in the loss.
+    but no second derivatives. The step along the unit direction ``v/|v|`` is
+    ``rel_step * max(1, max_i |theta_i|)``, so no coordinate moves by more than that.
+
+    Error: truncation ``O(h^2 |d^3 L|)`` plus rounding ``O(eps * |g| / h)``, where ``eps`` is
+    the resolution of the gradient's *actual* precision (float32 for a complex64 simulator,
+    even when the values arrive as float64); ``rel_step = eps**(1/3)`` balances the two at a
+    relative error of about ``eps**(2/3)`` of the Hessian's scale: ~2e-11 in float64,
+    ~2e-5 in float32 (:attr:`expected_rel_error`).
 
     Parameters
     ----------
-    rel_step : float
-        Relative step; the default ``eps**(1/3)`` balances truncation and rounding error.
+    rel_step : float, optional
+        Relative step; default ``eps**(1/3)`` of ``precision``.
+    precision : torch.dtype, optional
+        The precision that limits the gradients; default: the dtype of ``theta``.
     """
 
     name = "finite-difference-of-gradients"
     cacheable = False
+    min_autograd_order = 1
 
-    def __init__(self, rel_step: float | None = None) -> None:
+    def __init__(self, rel_step: Optional[float] = None, precision: Optional[torch.dtype] = None) -> None:
+        if rel_step is not None and not (0.0 < rel_step < 1.0):
+            raise ValueError(f"rel_step must be in (0, 1), got {rel_step!r}")
         self.rel_step = rel_step
+        self.precision = precision
+
+    def step_for(self, dtype: torch.dtype) -> float:
+        """Relative step used for gradients computed in ``dtype`` (unless ``precision`` is set)."""
+        if self.rel_step is not None:
+            return self.rel_step
+        return torch.finfo(self.precision or dtype).eps ** (1.0 / 3.0)
+
+    def expected_rel_error(self, dtype: torch.dtype) -> float:
+        """Order of the relative HVP error with the default step (``eps**(2/3)``)."""
+        return torch.finfo(self.precision or dtype).eps ** (2.0 / 3.0)
 
     def prepare(self, f: ChunkLoss, theta: Tensor) -> tuple[BlockHVP, Tensor, Tensor]:
         theta = theta.detach()
-        rel = self.rel_step if self.rel_step is not None else torch.finfo(theta.dtype).eps ** (1.0 / 3.0)
-        scale = max(1.0, float(theta.norm()))
+        rel = self.step_for(theta.dtype)
+        scale = max(1.0, float(theta.abs().max()))
 
         def gradient(t: Tensor) -> Tensor:
             t = t.detach().requires_grad_(True)
@@ -159,8 +222,11 @@ class FiniteDifferenceOfGradients:
         return block, nan, torch.full_like(theta, float("nan"))
 
 
-def make_provider(spec: "str | SecondOrderProvider") -> SecondOrderProvider:
-    """Provider from a name (``"reverse"``, ``"forward"``, ``"finite-difference"``) or instance."""
+def make_provider(spec: "str | SecondOrderProvider", precision: Optional[torch.dtype] = None) -> SecondOrderProvider:
+    """Provider from a name (``"reverse"``, ``"forward"``, ``"finite-difference"``) or instance.
+
+    ``precision`` (the precision limiting the model's gradients) sets the finite-difference step.
+    """
     if isinstance(spec, SecondOrderProvider):
         return spec
     table = {"reverse": ReverseOverReverse, "reverse-over-reverse": ReverseOverReverse,
@@ -170,4 +236,35 @@ def make_provider(spec: "str | SecondOrderProvider") -> SecondOrderProvider:
     if not isinstance(spec, str) or spec not in table:
         raise ValueError(f"unknown second-order method {spec!r}; choose 'auto', 'reverse', 'forward', "
                          "'finite-difference' or pass a SecondOrderProvider instance")
+    if table[spec] is FiniteDifferenceOfGradients:
+        return FiniteDifferenceOfGradients(precision=precision)
     return table[spec]()
+
+
+def choose_provider(capabilities: "Capabilities", n_chunks: int, mode: str,
+                    dtype: torch.dtype) -> tuple[SecondOrderProvider, str]:
+    """The provider ``second_order="auto"`` uses, and why, from the model's capabilities.
+
+    * exact to order >= 2 and (one chunk, or train mode, or no ``torch.func``): double backward
+      (one cached graph per chunk; measured faster than forward-over-reverse on CPU);
+    * exact to order >= 2, several chunks, eval mode, ``torch.func`` works: forward-over-reverse
+      (no graph kept between calls, memory bounded by one chunk);
+    * exact to order 1 only: central differences of exact gradients, step for the gradients'
+      real precision;
+    * no exact derivatives: :class:`~qlandscape.adapter.CapabilityError`.
+    """
+    from .adapter import CapabilityError
+    order = capabilities.autograd_order
+    if order >= 2:
+        if n_chunks == 1 or mode == "train" or not capabilities.torch_func:
+            why = ("one chunk" if n_chunks == 1 else "train mode" if mode == "train"
+                   else "torch.func does not run through the model")
+            return ReverseOverReverse(), f"autograd exact to order >= 2; {why}: double backward"
+        return ForwardOverReverse(), "autograd exact to order >= 2, several chunks, torch.func: forward-over-reverse"
+    if order >= 1:
+        p = FiniteDifferenceOfGradients(precision=capabilities.precision or dtype)
+        return p, (f"exact first derivatives only ({'; '.join(capabilities.notes)}): central differences of "
+                   f"gradients, relative step {p.step_for(dtype):.2g}, expected relative error "
+                   f"~{p.expected_rel_error(dtype):.1g}")
+    raise CapabilityError(f"the model declares no exact derivatives ({'; '.join(capabilities.notes)}); "
+                          "no second-order route is available")

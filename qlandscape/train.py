@@ -3,7 +3,6 @@ NTK dynamics). It trains a *copy* of the given model; the caller's module is unc
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass, field
 from typing import Literal, Optional, Union
@@ -12,6 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .adapter import copy_module
 from .data import Dataset
 from .losses import LossFunction, LossSpec, make_loss
 from .objective import NonFiniteLossError, Objective
@@ -93,8 +93,12 @@ def train(model: nn.Module, data: Union[Dataset, tuple[Tensor, Tensor]], *, loss
     if epochs < 0 or batch_size < 1 or record_every < 1 or lr <= 0:
         raise ValueError("need epochs >= 0, batch_size >= 1, record_every >= 1 and lr > 0")
     start = time.perf_counter()
-    model = copy.deepcopy(model)
+    model = copy_module(model)  # shares simulator devices (native state cannot be deep-copied)
     model.train()
+    dtype = next(iter(model.parameters())).dtype  # training runs in the model's own dtype
+    x = x.to(dtype) if x.is_floating_point() else x
+    if test is not None and test[0].is_floating_point():
+        test = (test[0].to(dtype), test[1])
     loss_fn = make_loss(loss)
     space = ParamSpace.from_module(model)
     if optimizer == "sgd":

@@ -7,8 +7,9 @@ import torch
 from torch.func import hessian
 
 from qlandscape import Objective, ParamSpace, dense_hessian, hessian_eigs, random_direction, scan_1d
+from qlandscape.testing import check_model
 
-from .cases import ALL_CASES
+from .cases import ALL_CASES, CONFORMANCE_CASES
 
 
 @pytest.fixture(params=ALL_CASES, ids=lambda f: f.__name__)
@@ -50,3 +51,41 @@ def test_model_unchanged(case):
     ob.hvp(torch.ones(ob.n_params, dtype=torch.float64))
     ob.gradient()
     assert all(torch.equal(v, before[k]) for k, v in case.model.state_dict().items())
+
+
+# ------------------------------------------------------------------ the packaged conformance suite
+@pytest.fixture(params=CONFORMANCE_CASES, ids=lambda f: f.__name__)
+def any_case(request):
+    return request.param()
+
+
+def test_packaged_conformance_suite_passes(any_case):
+    """qlandscape.testing.check_model on every registered model, against its independent reference."""
+    c = any_case
+    space = ParamSpace.from_module(c.model)
+    report = check_model(c.model, c.loss, (c.x, c.y), reference=lambda t: c.reference(t, space))
+    report.raise_if_failed()
+    assert {ch.name for ch in report.checks} >= {
+        "functional_equals_forward", "every_parameter_moves_loss", "gradient_equals_backward",
+        "gradient_equals_finite_differences", "hvp_equals_reference", "hvp_symmetric_and_linear",
+        "scan_centre_equals_loss", "auto_choices_run", "model_unchanged"}
+
+
+def test_conformance_suite_catches_an_unreached_weight():
+    """A module that reads a weight the functional path cannot swap fails the suite (the check can fail)."""
+
+    class Hidden(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(3, 2)
+            self.w = torch.nn.Parameter(torch.ones(2))
+            self.stash = {"w": self.w}  # read from a plain dict, like TorchLayer.qnode_weights
+
+        def forward(self, x):
+            return self.lin(x) * self.stash["w"]
+
+    torch.manual_seed(0)
+    x, y = torch.randn(5, 3), torch.randint(0, 2, (5,))
+    report = check_model(Hidden(), "cross_entropy", (x, y), train_check=False)
+    failed = {c.name for c in report.failures()}
+    assert "functional_equals_forward" in failed and "every_parameter_moves_loss" in failed
