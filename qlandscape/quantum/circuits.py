@@ -202,8 +202,8 @@ class CircuitSpec:
 
         Parameters
         ----------
-        inputs : Tensor, shape (Bt, n_features) or (n_features,)
-        weights : Tensor, shape (Bt, n_weights) or (n_weights,)
+        inputs : Tensor or array, shape (Bt, n_features) or (n_features,)
+        weights : Tensor or array, shape (Bt, n_weights) or (n_weights,)
             Layout in the class docstring; ``Bt`` (when present in both) must agree.
 
         Returns
@@ -215,8 +215,9 @@ class CircuitSpec:
                              f"{tuple(inputs.shape)}")
         if weights.shape[-1] != self.n_weights:
             raise ValueError(f"circuit expects {self.n_weights} weights, got shape {tuple(weights.shape)}")
-        w = weights.unbind(-1)  # per-angle tensors, shape (Bt,) or ()
-        x = inputs.unbind(-1)
+        # per-angle slices, shape (Bt,) or (); plain indexing works for torch, numpy and autograd arrays
+        w = [weights[..., i] for i in range(self.n_weights)]
+        x = [inputs[..., i] for i in range(self.n_features)]
         per_block = self.layers * self.weights_per_layer
         per_enc = self.weights_per_encoding
         chunk = self.n_features // self.n_encodings

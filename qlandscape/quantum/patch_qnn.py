@@ -7,10 +7,9 @@ per patch -> ``(B, P, n_out)`` -> ``coefficient * mean`` (or ``sum``, or a linea
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import pennylane as qml
 import torch
@@ -20,6 +19,7 @@ from ..adapter import ModuleInfo
 from ..patches import PatchGrid, as_images
 from .circuits import CircuitSpec
 from .devices import DeviceChoice, create_device, select_device
+from .qnode_info import default_dtype as _default_dtype
 from .qnode_info import qnode_capabilities
 
 AGGREGATIONS = ("mean", "sum", "linear")
@@ -49,33 +49,22 @@ _EXTRA_KNOBS = dict(stride=None, batch_size=64, patch_batching="auto", c_dtype="
 KNOBS: tuple[str, ...] = tuple(sorted((set(_PRESETS["digits"]) | set(_EXTRA_KNOBS)) - {"n_patches", "layers"}))
 
 
-@contextlib.contextmanager
-def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
-    """Run a QNode call with torch's default dtype set to ``dtype``.
-
-    PennyLane 0.45's torch interface converts device results with ``torch.as_tensor``; lightning
-    devices return Python floats, which become torch's *default* dtype (float32): a float64 model on
-    lightning.qubit would silently get float32 outputs (errors ~1e-8). Backward VJPs come back as
-    float64 arrays and are unaffected. (Process-global setting: not safe across threads.)
-    """
-    previous = torch.get_default_dtype()
-    if not dtype.is_floating_point or dtype == previous:
-        yield
-        return
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)
-
-
 class _Shared:
-    """Holds a QNode and its device; ``copy.deepcopy`` shares it (native simulators cannot be copied,
-    and a QNode is a stateless function of its arguments)."""
+    """Holds the QNodes and their device; ``copy.deepcopy`` shares it (native simulators cannot be
+    copied, and a QNode is a stateless function of its arguments).
 
-    def __init__(self, qnode: qml.QNode, device: Any) -> None:
+    ``qnode_eval`` (``diff_method=None``) serves calls made with gradients disabled: PennyLane 0.45
+    computes an adjoint QNode's Jacobian on every forward, even under ``no_grad`` (scans and loss
+    evaluations pay 2.4-8x for nothing otherwise). On backprop devices both are the same QNode.
+    """
+
+    def __init__(self, qnode: Any, device: Any, qnode_eval: Any = None) -> None:
         self.qnode = qnode
         self.device = device
+        self.qnode_eval = qnode if qnode_eval is None else qnode_eval
+
+    def __call__(self, *args: Any) -> Any:
+        return (self.qnode if torch.is_grad_enabled() else self.qnode_eval)(*args)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> "_Shared":
         return self
@@ -104,7 +93,7 @@ class PatchCircuit(nn.Module):
     def forward(self, patches: Tensor) -> Tensor:
         """``patches``: (B, n_features) -> scores (B, n_outputs), in the weights' dtype."""
         with _default_dtype(self.weights.dtype):
-            out = self._runner.qnode(patches, self.weights)
+            out = self._runner(patches, self.weights)
         return torch.stack(list(out), dim=-1).to(self.weights.dtype)
 
 
@@ -211,7 +200,10 @@ class PatchQNN(nn.Module):
             # parameter-shift cannot differentiate w.r.t. broadcast parameters (the inputs are trainable
             # through the positional bias): split the batch into one tape per sample first, as lightning does
             qnode = qml.transforms.broadcast_expand(qnode)
-        self._runner = _Shared(qnode, qdev)
+        qnode_eval = None
+        if choice.diff_method != "backprop":
+            qnode_eval = qml.QNode(self.spec.qfunc, qdev, interface="torch", diff_method=None)
+        self._runner = _Shared(qnode, qdev, qnode_eval)
 
         gen = torch.Generator().manual_seed(int(cfg["seed"]))
         span = math.pi if cfg["init"] == "uniform_pi" else 2 * math.pi
@@ -288,7 +280,7 @@ class PatchQNN(nn.Module):
         xb = patches.transpose(0, 1).reshape(P * B, F)
         wb = weights.repeat_interleave(B, dim=0)  # (P*B, W): row p*B + b carries patch p's weights
         with _default_dtype(weights.dtype):
-            out = torch.stack(list(self._runner.qnode(xb, wb)), dim=-1).to(weights.dtype)  # (P*B, n_out)
+            out = torch.stack(list(self._runner(xb, wb)), dim=-1).to(weights.dtype)  # (P*B, n_out)
         return out.reshape(P, B, -1).transpose(0, 1)
 
     def forward(self, x: Tensor) -> Tensor:

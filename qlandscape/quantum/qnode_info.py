@@ -124,14 +124,24 @@ class _LiveWeights(Mapping):
 
 
 @contextlib.contextmanager
-def float64_results() -> Iterator[None]:
-    """Make PennyLane's torch interface convert device results with float64 (see module notes)."""
+def default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """Run with torch's default dtype set to ``dtype`` (a no-op for non-float dtypes or when it is
+    already the default), so PennyLane's torch interface converts device results in ``dtype`` (see
+    module notes). Process-global while it lasts: not safe across threads."""
     before = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
+    if not dtype.is_floating_point or dtype == before:
+        yield
+        return
+    torch.set_default_dtype(dtype)
     try:
         yield
     finally:
         torch.set_default_dtype(before)
+
+
+def float64_results() -> contextlib.AbstractContextManager[None]:
+    """Make PennyLane's torch interface convert device results with float64 (see module notes)."""
+    return default_dtype(torch.float64)
 
 
 @contextlib.contextmanager
