@@ -321,10 +321,15 @@ class ModelAdapter:
             return
         with contextlib.ExitStack() as stack:
             found = [stack.enter_context(p()) for p in _PROBES]
-            with torch.no_grad(), self.mode(False):
+            # gradients enabled: layers may pick a different (evaluation-only) route under no_grad
+            with torch.enable_grad(), self.mode(False):
                 self.apply(self.theta0, x)
+        # a finding about an object a module already declares (its simulator device) is that module's business
+        declared = {id(o) for _, _, info in self._declared for o in info.shared}
         for infos in found:
             for info in infos:
+                if info.shared and all(id(o) in declared for o in info.shared):
+                    continue
                 self.capabilities = self.capabilities.combine(info.capabilities)
                 self._declared.append(("<probe>", self.model, info))
                 if info.context is not None:
