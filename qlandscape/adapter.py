@@ -111,11 +111,15 @@ class ModuleInfo:
     shared : tuple
         Objects that a copy of the model shares instead of deep-copying (simulator devices
         holding native state that cannot be pickled).
+    provenance : dict
+        JSON-able facts recorded in every result's provenance (e.g. which simulator was chosen
+        and why).
     """
 
     capabilities: Capabilities = field(default_factory=Capabilities)
     context: Optional[Callable[[nn.Module], ContextManager[None]]] = None
     shared: tuple[Any, ...] = ()
+    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 Inspector = Callable[[nn.Module], Optional[ModuleInfo]]
@@ -345,4 +349,5 @@ class ModelAdapter:
 
     def describe(self) -> dict[str, Any]:
         """Capabilities and the modules that declared them (recorded in provenance)."""
-        return dict(self.capabilities.as_dict(), model=type(self.model).__name__)
+        modules = {name or "<model>": info.provenance for name, _, info in self._declared if info.provenance}
+        return dict(self.capabilities.as_dict(), model=type(self.model).__name__, modules=modules)

@@ -250,7 +250,7 @@ class Objective:
                     second_order=self.provider.name, cache_graph=self.cache_graph,
                     dropout=self.dropout_policy if self._has_dropout else "none",
                     second_order_reason=self.provider_reason, model=type(self.model).__name__,
-                    capabilities=self.adapter.capabilities.as_dict())
+                    capabilities=self.adapter.describe())
 
     # ------------------------------------------------------------------ evaluation core
     @contextlib.contextmanager

@@ -255,10 +255,13 @@ class PatchQNN(nn.Module):
         caps = qnode_capabilities(qnode, "QNode")
         if choice.diff_method == "backprop" and choice.name == "default.qubit":
             caps = dataclasses.replace(caps, torch_func=True)
-        note = (f"PatchQNN on {choice.name}/{choice.diff_method}: {self.grid.n_patches} patch circuits of "
+        note = (f"on {choice.name}/{choice.diff_method}: {self.grid.n_patches} patch circuits of "
                 f"{self.spec.n_qubits} qubits, {self.patch_batching} patch batching")
         caps = dataclasses.replace(caps, copyable=True, notes=(note, *caps.notes))
-        return ModuleInfo(capabilities=caps, shared=(self._runner.device,))
+        return ModuleInfo(capabilities=caps, shared=(self._runner.device,),
+                          provenance=dict(device_choice=choice.as_dict(), patch_batching=self.patch_batching,
+                                          n_patches=self.grid.n_patches, n_qubits=self.spec.n_qubits,
+                                          layers=self.spec.layers, n_params=self.n_params))
 
     # ---------------------------------------------------------------- forward
     def patch_outputs(self, patches: Tensor) -> Tensor:
