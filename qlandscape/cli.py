@@ -1,6 +1,7 @@
 """``qlandscape`` command line: a thin layer over :mod:`qlandscape.pipeline`.
 
-Subcommands: ``train``, ``hessian``, ``scan``, ``demo`` (train + hessian + scan: the main job).
+Subcommands: ``train``, ``hessian``, ``scan``, ``demo`` (train + hessian + scan: the main job) and
+``compare`` (a patch QNN against its parameter-matched classical patch MLP, one report).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ def _parser() -> argparse.ArgumentParser:
     helps = {"train": "train the configured model (reused if already trained with this config)",
              "hessian": "top-k Hessian eigenvalues, trace and spectral density of the trained model",
              "scan": "1D/2D loss-landscape scan (writes scan.npz/json and PNGs)",
-             "demo": "the main job: train, then hessian and scan, on sklearn's bundled digits"}
+             "demo": "the main job: train, then hessian and scan, on sklearn's bundled digits",
+             "compare": "train a patch QNN and its parameter-matched patch MLP on the same digits task; write "
+                        "report.json, report.md and side-by-side PNGs"}
     for name, text in helps.items():
         s = sub.add_parser(name, help=text, description=text)
         s.add_argument("--config", type=Path, default=None, help="TOML config (default: bundled default.toml)")
@@ -31,23 +34,35 @@ def _parser() -> argparse.ArgumentParser:
                        help="override a config value, e.g. --set hessian.top_k=3 (repeatable)")
         s.add_argument("--no-progress", action="store_true", help="disable progress bars")
         s.add_argument("--force", action="store_true", help="recompute results even if present")
+        if name == "compare":
+            s.add_argument("--fast", action="store_true", help="small settings that finish in a few minutes on "
+                           "2 CPU cores (digits subset, 11x11 scans, fewer probes)")
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    overrides = list(args.overrides)
+    if args.command == "compare":
+        from .report import compare_overrides
+        overrides = compare_overrides(args.fast) + overrides  # the user's --set win
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config, overrides)
     except (ValueError, FileNotFoundError) as exc:
         print(f"qlandscape: configuration error: {exc}", file=sys.stderr)
         return 2
     from . import pipeline
+    from .quantum.devices import DeviceUnavailableError
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     progress = not args.no_progress
     try:
+        if args.command == "compare":
+            from .report import main_summary, run_compare
+            report = run_compare(cfg, out, fast=args.fast, progress=progress, force=args.force)
+            print("\n".join(main_summary(report, out)))
         if args.command == "train":
             _, tr, _ = pipeline.ensure_trained(cfg, out, progress, force=args.force)
             print(f"train loss {tr.train_loss[-1]:.6g}, test accuracy {tr.test_metric[-1]:.4f} -> {out}")
@@ -59,7 +74,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             scan = pipeline.run_scan(cfg, out, progress, force=args.force)
             print(f"scan {scan.loss.shape}: centre loss {scan.center_loss:.6g}, min {float(scan.loss.min()):.6g}, "
                   f"max {float(scan.loss.max()):.6g} -> {out / 'scan.png'}")
-    except (ValueError, FloatingPointError) as exc:
+    except (ValueError, FloatingPointError, DeviceUnavailableError) as exc:
         print(f"qlandscape: error: {exc}", file=sys.stderr)
         return 1
     print(f"results in {out}/")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,15 +28,108 @@ class DataConfig:
     seed: int = 0
 
 
+def _fail(section: str, key: str, value: Any, expected: str) -> None:
+    raise ValueError(f"[{section}] {key} must be {expected}, got {value!r}")
+
+
+def _check_int(section: str, key: str, value: Any, low: int, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        _fail(section, key, value, f"an integer >= {low}" + (" (or omitted for the preset default)"
+                                                             if optional else ""))
+
+
+def _check_number(section: str, key: str, value: Any, *, positive: bool = False, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or (positive and value <= 0):
+        _fail(section, key, value, ("a finite number > 0" if positive else "a finite number")
+              + (" (or omitted for the preset default)" if optional else ""))
+
+
+def _check_choice(section: str, key: str, value: Any, allowed: tuple[Any, ...], optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if value not in allowed:
+        _fail(section, key, value, f"one of {list(allowed)}" + (" (or omitted for the preset default)"
+                                                                 if optional else ""))
+
+
+MODEL_KINDS: tuple[str, ...] = ("mlp", "cnn", "patch_qnn", "patch_mlp")
+PATCH_KINDS: tuple[str, ...] = ("patch_qnn", "patch_mlp")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    """``kind = "mlp"`` (hidden, activation) or ``"cnn"`` (channels, activation)."""
+    """``kind``: "mlp" (hidden, activation), "cnn" (channels, activation), "patch_qnn" (the patch quantum
+    network configured by ``[patch]``) or "patch_mlp" (its classical baseline: same patches, one small tanh
+    MLP per patch, hidden width chosen to match the QNN's parameter count). ``seed`` seeds the classical
+    initialization."""
 
     kind: str = "mlp"
     hidden: tuple[int, ...] = (128, 128)
     channels: tuple[int, ...] = (8, 16)
     activation: str = "tanh"
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_choice("model", "kind", self.kind, MODEL_KINDS)
+
+
+# Choices of PatchQNN's knobs, repeated here so that reading a config never imports PennyLane
+# (tests/test_compare.py checks they agree with qlandscape.quantum).
+PATCH_PRESETS: tuple[str, ...] = ("digits", "kawase2025")
+PATCH_ENCODINGS: tuple[str, ...] = ("reupload", "angle")
+PATCH_ANSATZE: tuple[str, ...] = ("rxry_cz", "strongly_entangling")
+PATCH_AGGREGATIONS: tuple[str, ...] = ("mean", "sum", "linear")
+PATCH_DEVICES: tuple[str, ...] = ("auto", "default.qubit", "lightning.qubit", "lightning.gpu", "lightning.kokkos")
+PATCH_DIFF_METHODS: tuple[str, ...] = ("auto", "backprop", "adjoint", "parameter-shift")
+
+
+@dataclass(frozen=True)
+class PatchConfig:
+    """The patch quantum network (``model.kind = "patch_qnn"``, and the patch geometry, aggregation,
+    coefficient, positional bias and input scale of its ``"patch_mlp"`` baseline).
+
+    ``None`` means "the preset's default" (see :class:`qlandscape.quantum.PatchQNN`).
+    """
+
+    preset: str = "digits"
+    n_patches: Optional[int] = None
+    layers: Optional[int] = None
+    n_qubits: Optional[int] = None
+    encoding: Optional[str] = None
+    n_encodings: Optional[int] = None
+    ansatz: Optional[str] = None
+    aggregation: Optional[str] = None
+    coefficient: Optional[float] = None
+    positional_bias: Optional[bool] = None
+    input_scale: Optional[float] = None
+    device: str = "auto"
+    diff_method: Optional[str] = None
+    seed: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        s = "patch"
+        _check_choice(s, "preset", self.preset, PATCH_PRESETS)
+        for key in ("n_patches", "layers", "n_qubits", "n_encodings"):
+            _check_int(s, key, getattr(self, key), 1, optional=True)
+        _check_int(s, "seed", self.seed, 0, optional=True)
+        _check_choice(s, "encoding", self.encoding, PATCH_ENCODINGS, optional=True)
+        _check_choice(s, "ansatz", self.ansatz, PATCH_ANSATZE, optional=True)
+        _check_choice(s, "aggregation", self.aggregation, PATCH_AGGREGATIONS, optional=True)
+        _check_choice(s, "device", self.device, PATCH_DEVICES)
+        _check_choice(s, "diff_method", self.diff_method, PATCH_DIFF_METHODS, optional=True)
+        _check_number(s, "coefficient", self.coefficient, positive=True, optional=True)
+        _check_number(s, "input_scale", self.input_scale, optional=True)
+        if self.positional_bias is not None and not isinstance(self.positional_bias, bool):
+            _fail(s, "positional_bias", self.positional_bias, "true or false (or omitted for the preset default)")
+
+    def overrides(self) -> dict[str, Any]:
+        """The keyword arguments of ``PatchQNN(preset, **overrides)``: every key that is not None."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "preset" and v is not None}
 
 
 @dataclass(frozen=True)
@@ -71,13 +165,22 @@ class HessianConfig:
     trace_probes: int = 100
     density_probes: int = 5
     density_steps: int = 80
+    eig_method: str = "auto"
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_choice("hessian", "eig_method", self.eig_method, ("auto", "dense", "lanczos"))
+
+
+SPAN_MODES: tuple[str, ...] = ("fixed", "trajectory")
 
 
 @dataclass(frozen=True)
 class ScanConfig:
     """``directions``: "filter", "layer", "model", "unit" (random, normalized so), "eigenvector"
-    (top Hessian eigenvectors) or "pca" (of the training trajectory)."""
+    (top Hessian eigenvectors) or "pca" (of the training trajectory). ``span_mode``: "fixed" scans
+    ``[-span, span]`` on both axes; "trajectory" (PCA directions only) scans each axis over the extent of
+    the trajectory's coordinates (and 0), widened by ``margin`` times that extent on both sides."""
 
     dims: int = 2
     directions: str = "filter"
@@ -86,7 +189,19 @@ class ScanConfig:
     n_points: int = 25
     float32: bool = False
     log_plot: bool = False
+    span_mode: str = "fixed"
+    margin: float = 0.25
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_choice("scan", "span_mode", self.span_mode, SPAN_MODES)
+        _check_number("scan", "margin", self.margin)
+        if self.margin < 0:
+            _fail("scan", "margin", self.margin, "a number >= 0")
+        if self.span_mode == "trajectory" and self.directions != "pca":
+            raise ValueError(f"[scan] span_mode='trajectory' needs directions='pca', got directions="
+                             f"{self.directions!r}")
+
 
 
 @dataclass(frozen=True)
@@ -97,6 +212,7 @@ class RunConfig:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     hessian: HessianConfig = field(default_factory=HessianConfig)
     scan: ScanConfig = field(default_factory=ScanConfig)
+    patch: PatchConfig = field(default_factory=PatchConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

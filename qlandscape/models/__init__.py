@@ -1,5 +1,5 @@
 """Model zoo: classical baselines (quantum patch networks live in ``qlandscape.quantum``)."""
 
-from .classical import MLP, SmallCNN
+from .classical import MLP, PatchMLP, SmallCNN
 
-__all__ = ["MLP", "SmallCNN"]
+__all__ = ["MLP", "PatchMLP", "SmallCNN"]
