@@ -43,7 +43,7 @@ from .landscape import (
     symmetric_grid,
 )
 from .losses import LossFunction, make_loss
-from .models import MLP, SmallCNN
+from .models import MLP, PatchMLP, SmallCNN
 from .objective import Counters, NonFiniteLossError, Objective
 from .params import ParamSelector, ParamSpace, select_parameter_names
 from .patches import PatchGrid
@@ -78,7 +78,8 @@ __all__ = [
     "random_direction", "normalize_direction", "orthogonalize", "eigenvector_directions", "pca_directions",
     "PCAResult", "scan_1d", "scan_2d", "symmetric_grid", "LandscapeScan", "interpolate", "InterpolationResult",
     # models, data, training
-    "PatchQNN", "CircuitSpec", "PatchGrid", "MLP", "SmallCNN", "Dataset", "load_digits", "train", "TrainResult",
+    "PatchQNN", "CircuitSpec", "PatchGrid", "PatchMLP", "MLP", "SmallCNN", "Dataset", "load_digits", "train", "TrainResult",
     # results
     "Result",
+    # conformance suite: qlandscape.testing.check_model
 ]

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def _pair(value: object, name: str) -> tuple[int, int]:
@@ -189,3 +190,51 @@ def as_images(x: Tensor, image_shape: tuple[int, int]) -> Tensor:
         return x.reshape(shape[0], h, w)
     raise ValueError(f"expected inputs of shape (B, {h}, {w}), (B, 1, {h}, {w}) or flat (B, {h * w}), "
                      f"got {shape}")
+
+
+class PatchNetwork(nn.Module):
+    """The forward pass every patch model shares; subclasses define :meth:`patch_outputs`.
+
+    ``x -> x * input_scale + positional bias -> patches (B, P, F) -> patch_outputs (B, P, K)
+    -> coefficient * (mean | sum | linear head) -> logits (B, n_classes)``.
+
+    Subclasses set ``grid`` (:class:`PatchGrid`), ``input_scale``, ``pos_bias`` (Parameter of
+    shape ``(H, W)`` or None), ``aggregation`` ("mean" | "sum" | "linear"), ``head``
+    (``nn.Linear(P * K, n_classes)`` or None) and ``coefficient``.
+    """
+
+    grid: PatchGrid
+    input_scale: float
+    pos_bias: Optional[nn.Parameter]
+    aggregation: str
+    head: Optional[nn.Linear]
+    coefficient: float
+
+    def patch_outputs(self, patches: Tensor) -> Tensor:
+        """``patches`` (B, P, F), already scaled -> scores (B, P, K)."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits.
+
+        Parameters
+        ----------
+        x : Tensor, shape (B, H, W), (B, 1, H, W) or (B, H * W)
+
+        Returns
+        -------
+        Tensor, shape (B, n_classes), in the parameters' dtype.
+        """
+        dtype = next(self.parameters()).dtype
+        images = as_images(x, self.grid.image_shape).to(dtype) * self.input_scale
+        if self.pos_bias is not None:
+            images = images + self.pos_bias
+        scores = self.patch_outputs(self.grid.extract(images))  # (B, P, K)
+        if self.aggregation == "mean":
+            agg = scores.mean(dim=1)
+        elif self.aggregation == "sum":
+            agg = scores.sum(dim=1)
+        else:
+            assert self.head is not None
+            agg = self.head(scores.flatten(1))
+        return self.coefficient * agg

@@ -7,7 +7,7 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..patches import PatchGrid, as_images
+from ..patches import PatchGrid, PatchNetwork
 
 _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "sigmoid": nn.Sigmoid, "softplus": nn.Softplus}
 
@@ -80,7 +80,7 @@ class SmallCNN(nn.Module):
 _AGGREGATIONS = ("mean", "sum", "linear")
 
 
-class PatchMLP(nn.Module):
+class PatchMLP(PatchNetwork):
     """Classical patch network with the patch structure of :class:`qlandscape.quantum.PatchQNN`.
 
     ``forward``: images -> ``x * input_scale + positional bias`` -> patches ``(B, P, F)`` (the same
@@ -234,31 +234,6 @@ class PatchMLP(nn.Module):
         Tensor, shape (B, P, n_out)
         """
         return torch.stack([net(patches[:, p]) for p, net in enumerate(self.patch_nets)], dim=1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Logits.
-
-        Parameters
-        ----------
-        x : Tensor, shape (B, H, W), (B, 1, H, W) or (B, H * W)
-
-        Returns
-        -------
-        Tensor, shape (B, n_classes), in the parameters' dtype.
-        """
-        dtype = self.patch_nets[0][0].weight.dtype
-        images = as_images(x, self.grid.image_shape).to(dtype) * self.input_scale
-        if self.pos_bias is not None:
-            images = images + self.pos_bias
-        scores = self.patch_outputs(self.grid.extract(images))
-        if self.aggregation == "mean":
-            agg = scores.mean(dim=1)
-        elif self.aggregation == "sum":
-            agg = scores.sum(dim=1)
-        else:
-            assert self.head is not None
-            agg = self.head(scores.flatten(1))
-        return self.coefficient * agg
 
     def extra_repr(self) -> str:
         g = self.grid

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..adapter import ModuleInfo
-from ..patches import PatchGrid, as_images
+from ..patches import PatchGrid, PatchNetwork
 from .circuits import CircuitSpec
 from .devices import DeviceChoice, create_device, select_device
 from .qnode_info import default_dtype as _default_dtype
@@ -97,7 +97,7 @@ class PatchCircuit(nn.Module):
         return torch.stack(list(out), dim=-1).to(self.weights.dtype)
 
 
-class PatchQNN(nn.Module):
+class PatchQNN(PatchNetwork):
     """Patch quantum neural network.
 
     Parameters
@@ -285,31 +285,6 @@ class PatchQNN(nn.Module):
         with _default_dtype(weights.dtype):
             out = torch.stack(list(self._runner(xb, wb)), dim=-1).to(weights.dtype)  # (P*B, n_out)
         return out.reshape(P, B, -1).transpose(0, 1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Logits.
-
-        Parameters
-        ----------
-        x : Tensor, shape (B, H, W), (B, 1, H, W) or (B, H * W)
-
-        Returns
-        -------
-        Tensor, shape (B, n_classes), in the weights' dtype.
-        """
-        dtype = self.circuits[0].weights.dtype
-        images = as_images(x, self.grid.image_shape).to(dtype) * self.input_scale
-        if self.pos_bias is not None:
-            images = images + self.pos_bias
-        scores = self.patch_outputs(self.grid.extract(images))  # (B, P, n_out)
-        if self.aggregation == "mean":
-            agg = scores.mean(dim=1)
-        elif self.aggregation == "sum":
-            agg = scores.sum(dim=1)
-        else:
-            assert self.head is not None
-            agg = self.head(scores.flatten(1))
-        return self.coefficient * agg
 
     def extra_repr(self) -> str:
         return (f"patches={self.grid.n_patches} ({self.grid.patch_shape[0]}x{self.grid.patch_shape[1]}, stride "
