@@ -84,7 +84,8 @@ PATCH_PRESETS: tuple[str, ...] = ("digits", "kawase2025")
 PATCH_ENCODINGS: tuple[str, ...] = ("reupload", "angle")
 PATCH_ANSATZE: tuple[str, ...] = ("rxry_cz", "strongly_entangling")
 PATCH_AGGREGATIONS: tuple[str, ...] = ("mean", "sum", "linear")
-PATCH_DEVICES: tuple[str, ...] = ("auto", "default.qubit", "lightning.qubit", "lightning.gpu", "lightning.kokkos")
+PATCH_DEVICES: tuple[str, ...] = ("auto", "torch.statevector", "default.qubit", "lightning.qubit", "lightning.gpu",
+                                  "lightning.kokkos")
 PATCH_DIFF_METHODS: tuple[str, ...] = ("auto", "backprop", "adjoint", "parameter-shift")
 
 

@@ -211,6 +211,12 @@ def patch_qnn_case() -> Case:
     return Case("patch-qnn-default.qubit", model, "cross_entropy", x, y, _patch_qnn_reference(model, x, y))
 
 
+def patch_qnn_torch_case() -> Case:
+    model = tiny_patch_qnn("torch.statevector")
+    x, y = _images()
+    return Case("patch-qnn-torch.statevector", model, "cross_entropy", x, y, _patch_qnn_reference(model, x, y))
+
+
 def patch_qnn_lightning_case() -> Case:
     model = tiny_patch_qnn("lightning.qubit")
     x, y = _images()
@@ -221,7 +227,7 @@ ALL_CASES = [mlp_case, mlp_mse_case, cnn_case]
 """Classical cases whose references are plain torch functions (``torch.func.hessian`` works)."""
 
 CONFORMANCE_CASES = [mlp_case, mlp_mse_case, cnn_case, bn_eval_case, torchlayer_case,
-                     torchlayer_lightning_hybrid_case, patch_qnn_case, patch_qnn_lightning_case]
+                     torchlayer_lightning_hybrid_case, patch_qnn_case, patch_qnn_torch_case, patch_qnn_lightning_case]
 """Every model adapter the package supports: classical, user-written TorchLayer, patch QNN."""
 
 

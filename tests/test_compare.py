@@ -174,11 +174,11 @@ def test_compare_writes_the_report_and_reuses_results(tmp_path, caplog):
         assert len(entry["top_eigenvalues"]) == len(entry["eigenvalue_error_bounds"]) == 2
         assert entry["kind"] == kind and (out / kind / "model.pt").is_file()
     q, m = report["models"]["patch_qnn"], report["models"]["patch_mlp"]
-    assert q["device_choice"]["name"] == "default.qubit" and q["device_choice"]["reason"]
+    assert q["device_choice"]["name"] == "torch.statevector" and q["device_choice"]["reason"]
     assert m["device_choice"] is None and m["matched"]["qnn_n_params"] == q["n_params"]
     assert report["data"]["n_train"] == 48
     md = (out / "report.md").read_text()
-    assert "| parameters |" in md and "patch_qnn" in md and "default.qubit" in md
+    assert "| parameters |" in md and "patch_qnn" in md and "torch.statevector" in md
     for png in ("density.png", "landscape_pca.png", "landscape_random.png", "learning_curves.png"):
         assert (out / png).stat().st_size > 1000, png
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/*.npz")}

@@ -49,11 +49,11 @@ def test_crossover_table_is_measured_and_monotone_in_batch() -> None:
 
 @pytest.mark.usefixtures("no_gpu")
 @pytest.mark.parametrize("batch", [16, 64])
-def test_auto_below_cpu_crossover_picks_default_qubit(batch: int) -> None:
+def test_auto_below_cpu_crossover_picks_the_torch_statevector(batch: int) -> None:
     n = _crossover(batch, 2) - 1
     assert n >= 1
     c = select_device("auto", n_qubits=n, batch_size=batch, n_layers=2)
-    assert (c.name, c.diff_method, c.broadcast) == ("default.qubit", "backprop", True)
+    assert (c.name, c.diff_method, c.broadcast) == ("torch.statevector", "backprop", True)
     assert "crossover" in c.reason and str(n) in c.reason and f"batch {batch}" in c.reason
 
 
@@ -81,7 +81,7 @@ def test_auto_picks_lightning_gpu_only_above_gpu_crossover() -> None:
     assert (c.name, c.diff_method, c.broadcast) == ("lightning.gpu", "adjoint", False)
     assert "GPU crossover" in c.reason
     small = select_device("auto", n_qubits=2, batch_size=64, n_layers=2)
-    assert small.name == "default.qubit"
+    assert small.name == "torch.statevector"
 
 
 @pytest.mark.parametrize("installed,gpu", [(False, False), (True, False), (False, True)])
@@ -99,7 +99,18 @@ def test_auto_parameter_shift_and_backprop_are_honoured() -> None:
     ps = select_device("auto", n_qubits=n, batch_size=64, n_layers=2, diff_method="parameter-shift")
     assert (ps.name, ps.diff_method) == ("lightning.qubit", "parameter-shift")
     bp = select_device("auto", n_qubits=n, batch_size=64, n_layers=2, diff_method="backprop")
-    assert (bp.name, bp.diff_method, bp.broadcast) == ("default.qubit", "backprop", True)
+    assert (bp.name, bp.diff_method, bp.broadcast) == ("torch.statevector", "backprop", True)
+    below = select_device("auto", n_qubits=n - 1, batch_size=64, n_layers=2, diff_method="parameter-shift")
+    assert (below.name, below.diff_method) == ("default.qubit", "parameter-shift")
+
+
+def test_torch_statevector_is_backprop_only_and_not_a_pennylane_device() -> None:
+    with pytest.raises(ValueError, match="default.qubit"):
+        select_device("torch.statevector", n_qubits=2, batch_size=4, diff_method="parameter-shift")
+    c = select_device("torch.statevector", n_qubits=2, batch_size=4)
+    assert (c.diff_method, c.broadcast) == ("backprop", True)
+    with pytest.raises(ValueError, match="TorchStatevector"):
+        create_device(c, 2)
 
 
 def test_selection_is_logged(caplog: pytest.LogCaptureFixture) -> None:

@@ -15,6 +15,7 @@ import torch
 
 from qlandscape.adapter import copy_module, model_capabilities
 from qlandscape.quantum import CircuitSpec, PatchQNN, readout_observables
+from qlandscape.quantum.statevector import TorchStatevector
 
 # ---------------------------------------------------------------------------------------------------------------
 # A small numpy statevector simulator, written from the circuit's description (not from CircuitSpec's code).
@@ -131,9 +132,12 @@ def test_circuit_matches_numpy_statevector(n: int, layers: int, n_enc: int, enco
     x = torch.rand(3, n_features, generator=gen, dtype=torch.float64) * 3 - 1.5
     w = torch.rand(3, spec.n_weights, generator=gen, dtype=torch.float64) * 2 * math.pi
     got = torch.stack(qnode(x, w), -1).numpy()
+    sim = TorchStatevector(spec.qfunc, n, n_features, spec.n_weights)  # 3 patches x 1 sample each
+    got_sim = sim(x[:, None, :], w)[:, 0].numpy()
     for b in range(3):
         ref = _reference(n, layers, n_enc, encoding, ansatz, spec.observables, x[b].numpy(), w[b].numpy())
         np.testing.assert_allclose(got[b], ref, atol=1e-10, rtol=0)
+        np.testing.assert_allclose(got_sim[b], ref, atol=1e-10, rtol=0)
 
 
 def test_readout_rule_and_errors() -> None:

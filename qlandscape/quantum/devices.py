@@ -10,6 +10,11 @@ The quantum models are PennyLane QNodes wrapped in torch modules. Which simulato
   Note: every forward of an adjoint QNode also computes its Jacobian, even under ``torch.no_grad()``
   (measured 2.4-8x slower for evaluation-only paths).
 * ``lightning.gpu`` (cuStateVec) wins only for large circuits and needs the ``gpu`` extra and a CUDA GPU.
+* ``torch.statevector`` (:mod:`qlandscape.quantum.statevector`, not a PennyLane device) runs the same
+  circuit, compiled from the QNode's quantum function, as a few fused torch ops batched over patches
+  AND samples: exact (matches default.qubit to 1e-10), differentiable to any order by autograd,
+  ``torch.func``-ready, and several times faster than default.qubit for the patch circuits (measured in
+  ``benchmarks/results/quantum.md``). Below the crossover it is what ``auto`` picks.
 
 Caveats measured with PennyLane 0.45 / lightning 0.45 (torch interface):
 
@@ -54,7 +59,10 @@ __all__ = [
 
 log = logging.getLogger("qlandscape")
 
-KNOWN_DEVICES: tuple[str, ...] = ("default.qubit", "lightning.qubit", "lightning.gpu", "lightning.kokkos")
+KNOWN_DEVICES: tuple[str, ...] = ("torch.statevector", "default.qubit", "lightning.qubit", "lightning.gpu",
+                                  "lightning.kokkos")
+BACKPROP_DEVICES: tuple[str, ...] = ("torch.statevector", "default.qubit")
+"""Devices differentiated by torch autograd itself (exact to any order)."""
 DIFF_METHODS: tuple[str, ...] = ("auto", "backprop", "adjoint", "parameter-shift")
 
 GPU_FIX = "pip install qlandscape[gpu]"
@@ -220,11 +228,14 @@ def _check_diff_method(name: str, diff_method: str) -> str:
     if diff_method not in DIFF_METHODS:
         raise ValueError(f"diff_method must be one of {DIFF_METHODS}, got {diff_method!r}")
     if diff_method == "auto":
-        return "backprop" if name == "default.qubit" else "adjoint"
-    if diff_method == "backprop" and name != "default.qubit":
+        return "backprop" if name in BACKPROP_DEVICES else "adjoint"
+    if diff_method == "backprop" and name not in BACKPROP_DEVICES:
         raise ValueError(
-            f"diff_method='backprop' needs device 'default.qubit' (got {name!r}); use diff_method='adjoint' "
-            f"(or 'parameter-shift') with {name}, or device='default.qubit'.")
+            f"diff_method='backprop' needs device 'torch.statevector' or 'default.qubit' (got {name!r}); use "
+            f"diff_method='adjoint' (or 'parameter-shift') with {name}, or device='auto'.")
+    if name == "torch.statevector" and diff_method != "backprop":
+        raise ValueError(f"device 'torch.statevector' is differentiated by torch autograd (diff_method='backprop'); "
+                         f"for diff_method={diff_method!r} use device='default.qubit' or a lightning device.")
     return diff_method
 
 
@@ -288,7 +299,7 @@ def select_device(requested: str = "auto", *, n_qubits: int, batch_size: int, n_
     if requested != "auto":
         method = _check_diff_method(requested, diff_method)
         _require_available(requested)
-        choice = DeviceChoice(requested, method, requested == "default.qubit",
+        choice = DeviceChoice(requested, method, requested in BACKPROP_DEVICES,
                               f"requested explicitly: {requested} with {method}")
         log.info("quantum device: %s (%s)", choice.name, choice.reason)
         return choice
@@ -297,8 +308,8 @@ def select_device(requested: str = "auto", *, n_qubits: int, batch_size: int, n_
     gpu_x = max(float(GPU_MIN_QUBITS), cpu_x)
     size = f"{n_qubits} qubits, batch {batch_size}, {n_layers} layers"
     mem = _backprop_bytes(n_qubits, batch_size, n_layers, "complex128")
-    if diff_method == "backprop":  # only default.qubit can honour it
-        name, why = "default.qubit", f"{size}: diff_method='backprop' requested, only default.qubit supports it"
+    if diff_method == "backprop":  # only the autograd simulators can honour it
+        name, why = "torch.statevector", f"{size}: diff_method='backprop' requested"
     elif gpu_available() and n_qubits >= gpu_x:
         name, why = "lightning.gpu", f"{size} >= GPU crossover {_fmt(gpu_x)} and a CUDA GPU is available"
     elif n_qubits >= cpu_x:
@@ -307,10 +318,12 @@ def select_device(requested: str = "auto", *, n_qubits: int, batch_size: int, n_
         name, why = "lightning.qubit", (f"{size} < measured CPU crossover {_fmt(cpu_x)} but default.qubit "
                                         f"backprop would hold ~{mem / 2**30:.1f} GiB > "
                                         f"{BACKPROP_MEMORY_LIMIT_BYTES / 2**30:.0f} GiB")
-    else:
+    elif diff_method == "parameter-shift":  # a PennyLane rule: needs a PennyLane device
         name, why = "default.qubit", f"{size} < measured CPU crossover {_fmt(cpu_x)} for batch {batch_size}"
+    else:
+        name, why = "torch.statevector", f"{size} < measured CPU crossover {_fmt(cpu_x)} for batch {batch_size}"
     method = _check_diff_method(name, diff_method)
-    broadcast = name == "default.qubit"
+    broadcast = name in BACKPROP_DEVICES
     tail = "broadcast " if broadcast else "one tape per sample, "
     choice = DeviceChoice(name, method, broadcast, f"{why}: {name} {tail}{method}")
     log.info("quantum device: %s (%s)", choice.name, choice.reason)
@@ -345,10 +358,13 @@ def create_device(choice: DeviceChoice, wires: int) -> qml.devices.Device:
 
     if choice.name not in KNOWN_DEVICES:
         raise ValueError(f"unknown device {choice.name!r}; use one of {', '.join(KNOWN_DEVICES)}")
+    if choice.name == "torch.statevector":
+        raise ValueError("torch.statevector is not a PennyLane device: build the circuit with "
+                         "qlandscape.quantum.statevector.TorchStatevector (PatchQNN does this)")
     if isinstance(wires, bool) or not isinstance(wires, int) or wires < 1:
         raise ValueError(f"wires must be an integer >= 1, got {wires!r}")
     kwargs: dict[str, Any] = {}
-    if choice.name != "default.qubit":
+    if choice.name not in BACKPROP_DEVICES:
         import numpy as np
         kwargs["c_dtype"] = np.dtype(choice.c_dtype).type
     try:

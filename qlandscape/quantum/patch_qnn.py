@@ -15,12 +15,13 @@ import pennylane as qml
 import torch
 from torch import Tensor, nn
 
-from ..adapter import ModuleInfo
+from ..adapter import Capabilities, ModuleInfo
 from ..patches import PatchGrid, PatchNetwork
 from .circuits import CircuitSpec
 from .devices import DeviceChoice, create_device, select_device
 from .qnode_info import default_dtype as _default_dtype
 from .qnode_info import qnode_capabilities
+from .statevector import TorchStatevector
 
 AGGREGATIONS = ("mean", "sum", "linear")
 INITS = ("uniform_pi", "uniform_2pi")
@@ -58,10 +59,11 @@ class _Shared:
     evaluations pay 2.4-8x for nothing otherwise). On backprop devices both are the same QNode.
     """
 
-    def __init__(self, qnode: Any, device: Any, qnode_eval: Any = None) -> None:
+    def __init__(self, qnode: Any, device: Any, qnode_eval: Any = None, sim: Optional[TorchStatevector] = None) -> None:
         self.qnode = qnode
         self.device = device
         self.qnode_eval = qnode if qnode_eval is None else qnode_eval
+        self.sim = sim
 
     def __call__(self, *args: Any) -> Any:
         return (self.qnode if torch.is_grad_enabled() else self.qnode_eval)(*args)
@@ -92,6 +94,8 @@ class PatchCircuit(nn.Module):
 
     def forward(self, patches: Tensor) -> Tensor:
         """``patches``: (B, n_features) -> scores (B, n_outputs), in the weights' dtype."""
+        if self._runner.sim is not None:
+            return self._runner.sim(patches[None], self.weights[None])[0]
         with _default_dtype(self.weights.dtype):
             out = self._runner(patches, self.weights)
         return torch.stack(list(out), dim=-1).to(self.weights.dtype)
@@ -191,19 +195,17 @@ class PatchQNN(PatchNetwork):
             raise ValueError(f"patch_batching='all' needs a broadcasting device (default.qubit), got {choice.name}; "
                              "use patch_batching='auto'")
         self.patch_batching: str = batching
-        qdev = create_device(choice, self.spec.n_qubits)
-        kwargs: dict[str, Any] = {}
-        if choice.diff_method == "parameter-shift":
-            kwargs = dict(max_diff=2, cachesize=_PARAM_SHIFT_CACHESIZE)
-        qnode = qml.QNode(self.spec.qfunc, qdev, interface="torch", diff_method=choice.diff_method, **kwargs)
-        if choice.diff_method == "parameter-shift":
-            # parameter-shift cannot differentiate w.r.t. broadcast parameters (the inputs are trainable
-            # through the positional bias): split the batch into one tape per sample first, as lightning does
-            qnode = qml.transforms.broadcast_expand(qnode)
-        qnode_eval = None
-        if choice.diff_method != "backprop":
-            qnode_eval = qml.QNode(self.spec.qfunc, qdev, interface="torch", diff_method=None)
-        self._runner = _Shared(qnode, qdev, qnode_eval)
+        if choice.name == "torch.statevector":
+            # the QNode stays the circuit's definition (draw it, run it on default.qubit); execution is the
+            # same quantum function compiled into batched torch ops (qlandscape.quantum.statevector)
+            ref_choice = dataclasses.replace(choice, name="default.qubit")
+            qdev = create_device(ref_choice, self.spec.n_qubits)
+            qnode_ref = qml.QNode(self.spec.qfunc, qdev, interface="torch", diff_method="backprop")
+            sim = TorchStatevector(self.spec.qfunc, self.spec.n_qubits, self.spec.n_features, self.spec.n_weights)
+            self._runner = _Shared(qnode_ref, qdev, sim=sim)
+        else:
+            self._runner = self._pennylane_runner(choice)
+
 
         gen = torch.Generator().manual_seed(int(cfg["seed"]))
         span = math.pi if cfg["init"] == "uniform_pi" else 2 * math.pi
@@ -225,6 +227,22 @@ class PatchQNN(PatchNetwork):
             patch_size=list(self.grid.patch_shape), stride=list(self.grid.stride), n_patches=P,
             observables=list(self.spec.observables or ()), patch_batching=batching,
             n_weights_per_patch=self.spec.n_weights, device_choice=choice.as_dict())
+
+    def _pennylane_runner(self, choice: DeviceChoice) -> _Shared:
+        """QNodes on a PennyLane device: one for differentiation, one for evaluation under no_grad."""
+        qdev = create_device(choice, self.spec.n_qubits)
+        kwargs: dict[str, Any] = {}
+        if choice.diff_method == "parameter-shift":
+            kwargs = dict(max_diff=2, cachesize=_PARAM_SHIFT_CACHESIZE)
+        qnode = qml.QNode(self.spec.qfunc, qdev, interface="torch", diff_method=choice.diff_method, **kwargs)
+        if choice.diff_method == "parameter-shift":
+            # parameter-shift cannot differentiate w.r.t. broadcast parameters (the inputs are trainable
+            # through the positional bias): split the batch into one tape per sample first, as lightning does
+            qnode = qml.transforms.broadcast_expand(qnode)
+        qnode_eval = None
+        if choice.diff_method != "backprop":
+            qnode_eval = qml.QNode(self.spec.qfunc, qdev, interface="torch", diff_method=None)
+        return _Shared(qnode, qdev, qnode_eval)
 
     @staticmethod
     def _check_choices(cfg: dict[str, Any]) -> None:
@@ -248,16 +266,20 @@ class PatchQNN(PatchNetwork):
     def qlandscape_module_info(self) -> ModuleInfo:
         """Capabilities of the patch circuits' QNode (the submodules declare nothing themselves).
 
-        default.qubit/backprop: autograd exact to any order and ``torch.func`` transforms run
-        (verified in the tests); parameter-shift (``max_diff=2``): order 2; adjoint: order 1.
+        torch.statevector and default.qubit/backprop: autograd exact to any order and ``torch.func``
+        transforms run (verified in the tests); parameter-shift (``max_diff=2``): order 2; adjoint: order 1.
         """
         qnode, choice = self._runner.qnode, self.device_choice
-        caps = qnode_capabilities(qnode, "QNode")
+        if self._runner.sim is not None:
+            caps = Capabilities(notes=("torch statevector: plain torch autograd, exact to any order, torch.func",))
+        else:
+            caps = qnode_capabilities(qnode, "QNode")
         if choice.diff_method == "backprop" and choice.name == "default.qubit":
             caps = dataclasses.replace(caps, torch_func=True)
         note = (f"on {choice.name}/{choice.diff_method}: {self.grid.n_patches} patch circuits of "
                 f"{self.spec.n_qubits} qubits, {self.patch_batching} patch batching")
         caps = dataclasses.replace(caps, copyable=True, notes=(note, *caps.notes))
+        # the probe sees the reference QNode only when it is executed; its device is declared here either way
         return ModuleInfo(capabilities=caps, shared=(self._runner.device,),
                           provenance=dict(device_choice=choice.as_dict(), patch_batching=self.patch_batching,
                                           n_patches=self.grid.n_patches, n_qubits=self.spec.n_qubits,
@@ -280,6 +302,8 @@ class PatchQNN(PatchNetwork):
         if self.patch_batching == "per_patch":
             return torch.stack([c(patches[:, p]) for p, c in enumerate(self.circuits)], dim=1)
         weights = torch.stack([c.weights for c in self.circuits])  # (P, W)
+        if self._runner.sim is not None:
+            return self._runner.sim(patches.transpose(0, 1), weights).transpose(0, 1)
         xb = patches.transpose(0, 1).reshape(P * B, F)
         wb = weights.repeat_interleave(B, dim=0)  # (P*B, W): row p*B + b carries patch p's weights
         with _default_dtype(weights.dtype):
