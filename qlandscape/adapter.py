@@ -24,7 +24,7 @@ import contextlib
 import copy
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, ContextManager, Iterator, Optional, Union
+from typing import Any, Callable, ContextManager, Iterable, Iterator, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -183,14 +183,12 @@ def model_capabilities(model: nn.Module) -> tuple[Capabilities, list[tuple[str, 
     return caps, declared
 
 
-def copy_module(model: nn.Module) -> nn.Module:
+def copy_module(model: nn.Module, shared: Iterable[Any] = ()) -> nn.Module:
     """A deep copy of ``model`` that shares the objects its modules declare as shared
-    (simulator devices), so models on native simulators can be trained on a copy."""
+    (simulator devices), and ``shared``, so models on native simulators can be trained on a copy."""
     _, declared = model_capabilities(model)
-    memo: dict[int, Any] = {}
-    for _, _, info in declared:
-        for obj in info.shared:
-            memo[id(obj)] = obj
+    memo: dict[int, Any] = {id(o): o for o in shared}
+    memo.update({id(o): o for _, _, info in declared for o in info.shared})
     try:
         return copy.deepcopy(model, memo)
     except Exception as exc:  # pickling errors of native objects come in many types
@@ -341,11 +339,7 @@ class ModelAdapter:
 
     def copy_module(self) -> nn.Module:
         """A trainable copy of the model (see :func:`copy_module`); also shares what probes found."""
-        memo = {id(o): o for _, _, info in self._declared for o in info.shared}
-        try:
-            return copy.deepcopy(self.model, memo)
-        except Exception:  # noqa: BLE001 - report through copy_module's message
-            return copy_module(self.model)
+        return copy_module(self.model, [o for _, _, info in self._declared for o in info.shared])
 
     def describe(self) -> dict[str, Any]:
         """Capabilities and the modules that declared them (recorded in provenance)."""
