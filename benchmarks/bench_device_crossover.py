@@ -1,6 +1,6 @@
-"""Where does lightning.qubit (adjoint, one tape per sample) overtake default.qubit (backprop, one broadcast call)?
+"""Where does lightning.qubit (adjoint, one tape per sample) overtake the broadcasting backprop simulators?
 
-    python benchmarks/bench_device_crossover.py          # ~8 min on one thread; writes results/device_crossover.*
+    python benchmarks/bench_device_crossover.py          # ~3 min on one thread (2-14 qubits); writes results/device_crossover.*
     python benchmarks/bench_device_crossover.py --fast   # ~1 min smoke run (writes *_fast.* files)
 
 Circuit family of the paper: data encoded with RX(x_q) on every qubit, then per layer RX(w) on every qubit, RY(w)
@@ -13,13 +13,20 @@ is capped at a few seconds of repeats).
   (parameter broadcasting).
 * (b) ``lightning.qubit``, ``diff_method="adjoint"``, one call with inputs (B, n): PennyLane splits the batch
   into B tapes.
+* (c) ``torch.statevector`` (:class:`qlandscape.quantum.statevector.TorchStatevector`, torch autograd), ONE call
+  with inputs (P=1, B, n) and weights (1, n_weights): the simulator ``select_device("auto")`` uses below the
+  crossover.
 
-default.qubit backprop holds one batched state per gate on the autograd tape; cases whose estimated footprint
-exceeds ``--mem-gib`` are skipped (reported as "mem"). A device whose warm-up exceeds ``--slow-s`` is not run at
-larger sizes for that (layers, batch). The crossover per (layers, batch) is the smallest measured qubit count
-from which lightning is at least as fast at every larger measured size; when it is not reached within the
-measured sizes it is extrapolated from the log-linear trend of the ratio over the three largest sizes. The
-numbers feed ``qlandscape/quantum/devices.py`` (CPU_CROSSOVER).
+All three run the same quantum function (angles indexed as single entries ``x[..., q]`` / ``w[..., k]`` of a flat
+weight vector, as the torch simulator's compiler requires). The backprop simulators hold batched states on the
+autograd tape (default.qubit: one per gate; torch.statevector: one per fused single-qubit einsum plus the readout);
+cases whose estimated footprint exceeds ``--mem-gib`` are skipped (reported as "mem"). A device whose warm-up
+exceeds ``--slow-s`` is not run at larger sizes for that (layers, batch). The crossover per (layers, batch) and
+baseline is the smallest measured qubit count from which lightning is at least as fast at every larger measured
+size; when it is not reached within the measured sizes it is extrapolated from the log-linear trend of the ratio
+over the three largest sizes. The lightning-vs-torch.statevector numbers feed ``CPU_CROSSOVER`` in
+``qlandscape/quantum/devices.py`` (the decision ``auto`` makes); the lightning-vs-default.qubit numbers feed
+``DEFAULT_QUBIT_CROSSOVER``.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import platform
 import statistics
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 os.environ["OMP_NUM_THREADS"] = "1"
 
@@ -42,26 +49,27 @@ import pennylane as qml  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from qlandscape.quantum.statevector import TorchStatevector  # noqa: E402
+
 torch.set_num_threads(1)
 
 HERE = Path(__file__).resolve().parent
-DEVICES = ("default.qubit", "lightning.qubit")
+DEVICES = ("torch.statevector", "default.qubit", "lightning.qubit")
+BASELINES = ("torch.statevector", "default.qubit")  # broadcasting backprop simulators lightning is compared with
 
 
-def make_qnode(device: str, n: int) -> Any:
-    """The paper's circuit on ``device`` (backprop for default.qubit, adjoint for lightning)."""
-    diff = "backprop" if device == "default.qubit" else "adjoint"
-    dev = qml.device(device, wires=n)
+def make_qfunc(n: int, layers: int) -> Callable[[torch.Tensor, torch.Tensor], list[Any]]:
+    """The paper's circuit as a quantum function of inputs ``x[..., n]`` and FLAT weights ``w[..., 2 * n * layers]``
+    (weight ``layer * 2n + q`` is the RX angle, ``layer * 2n + n + q`` the RY angle of qubit q)."""
 
-    @qml.qnode(dev, interface="torch", diff_method=diff)
     def circuit(x: torch.Tensor, w: torch.Tensor) -> list[Any]:
         for q in range(n):
             qml.RX(x[..., q], wires=q)
-        for layer in range(w.shape[0]):
+        for layer in range(layers):
             for q in range(n):
-                qml.RX(w[layer, 0, q], wires=q)
+                qml.RX(w[..., 2 * n * layer + q], wires=q)
             for q in range(n):
-                qml.RY(w[layer, 1, q], wires=q)
+                qml.RY(w[..., 2 * n * layer + n + q], wires=q)
             if n > 1:
                 for q in range(n if n > 2 else 1):
                     qml.CZ(wires=[q, (q + 1) % n])
@@ -70,24 +78,48 @@ def make_qnode(device: str, n: int) -> Any:
     return circuit
 
 
+def make_runner(device: str, n: int, layers: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``f(x (B, n), w (2 n layers,)) -> logits (B, n)`` on ``device`` (backprop for the broadcasting simulators,
+    adjoint for lightning)."""
+    qfunc = make_qfunc(n, layers)
+    if device == "torch.statevector":
+        sim = TorchStatevector(qfunc, n_qubits=n, n_features=n, n_weights=2 * n * layers)
+        return lambda x, w: sim(x[None], w[None])[0]
+    diff = "backprop" if device == "default.qubit" else "adjoint"
+    qnode = qml.QNode(qfunc, qml.device(device, wires=n), interface="torch", diff_method=diff)
+    return lambda x, w: torch.stack(list(qnode(x, w)), dim=-1).reshape(x.shape[0], n)
+
+
 def backprop_bytes(n: int, batch: int, layers: int) -> int:
     """Estimated autograd footprint of default.qubit backprop: one batched complex128 state per gate."""
     return (n + 3 * n * layers) * batch * 2**n * 16
+
+
+def torch_sv_bytes(n: int, batch: int, layers: int) -> int:
+    """Estimated autograd footprint of torch.statevector: one batched complex128 state per fused single-qubit einsum
+    (encoding fuses into the first layer: n per layer), plus the readout's n flipped copies and a few temporaries.
+
+    A lower bound: measured peak RSS growth is ~2.5x this (14 qubits, 8 layers, batch 64: 5.0 GiB for 2.0 GiB
+    estimated; 16 qubits, 2 layers, batch 64: 7.1 GiB for 3.3 GiB), as einsum copies its operands into contiguous
+    layouts; so ``--mem-gib 6`` lets torch.statevector reach ~15 GiB. Kept as is: the committed results used it."""
+    return (n * (layers + 1) + 4) * batch * 2**n * 16
+
+
+MEM_ESTIMATE = {"default.qubit": backprop_bytes, "torch.statevector": torch_sv_bytes}
 
 
 def time_case(device: str, n: int, layers: int, batch: int, budget_s: float, seed: int = 0) -> dict[str, Any]:
     """Warm-up plus median of repeats of forward+backward; returns seconds and the repeat count."""
     gen = torch.Generator().manual_seed(seed)
     x = torch.rand(batch, n, generator=gen, dtype=torch.float64) * math.pi
-    w0 = torch.rand(layers, 2, n, generator=gen, dtype=torch.float64) * 2 * math.pi
+    w0 = torch.rand(2 * n * layers, generator=gen, dtype=torch.float64) * 2 * math.pi
     y = torch.arange(batch) % n
-    circuit = make_qnode(device, n)
+    circuit = make_runner(device, n, layers)
 
     def step() -> float:
         w = w0.clone().requires_grad_(True)
         t0 = time.perf_counter()
-        out = circuit(x, w)
-        logits = torch.stack(list(out), dim=-1).reshape(batch, n)
+        logits = circuit(x, w)
         loss = F.cross_entropy(logits, y)
         loss.backward()
         dt = time.perf_counter() - t0
@@ -122,56 +154,82 @@ def crossover(ns: list[int], ratios: dict[int, float]) -> dict[str, Any]:
     return {"qubits": round(float(-icpt / slope), 1), "extrapolated": True}
 
 
-def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Crossover per (layers, batch) from the timing rows."""
+RATIO_KEYS = {"torch.statevector": "ratio_lightning_over_torch", "default.qubit": "ratio_lightning_over_default"}
+
+
+def summarise(rows: list[dict[str, Any]], baseline: str = "torch.statevector") -> list[dict[str, Any]]:
+    """Crossover of lightning.qubit against ``baseline`` per (layers, batch) from the timing rows."""
     summary = []
     for layers, batch in dict.fromkeys((r["layers"], r["batch"]) for r in rows):
         ratios: dict[int, float] = {}
         for r in rows:
             if (r["layers"], r["batch"]) != (layers, batch) or "seconds" not in r["lightning.qubit"]:
                 continue
-            if "seconds" in r["default.qubit"]:
-                ratios[r["qubits"]] = r["lightning.qubit"]["seconds"] / r["default.qubit"]["seconds"]
-            elif r["default.qubit"].get("skipped") == "mem":
-                ratios[r["qubits"]] = 0.0  # default.qubit cannot run in the memory budget: lightning wins outright
+            base = r.get(baseline, {})
+            if "seconds" in base:
+                ratios[r["qubits"]] = r["lightning.qubit"]["seconds"] / base["seconds"]
+            elif base.get("skipped") == "mem":
+                ratios[r["qubits"]] = 0.0  # the baseline cannot run in the memory budget: lightning wins outright
         ns = sorted({r["qubits"] for r in rows})
-        summary.append({"layers": layers, "batch": batch, **crossover(ns, ratios)})
+        found = crossover(ns, ratios)
+        # a crossover at a size where the baseline was skipped for memory: lightning wins by running at all
+        by_memory = not found["extrapolated"] and ratios.get(int(found["qubits"] or 0)) == 0.0
+        summary.append({"layers": layers, "batch": batch, **found, "by_memory": by_memory})
     return summary
 
 
 def write_outputs(rows: list[dict[str, Any]], meta: dict[str, Any], out: Path, suffix: str) -> None:
-    """Write device_crossover{suffix}.json and .md (timing rows, crossover summary, environment)."""
-    summary = summarise(rows)
+    """Write device_crossover{suffix}.json and .md (timing rows, crossover summaries, environment)."""
+    baselines = [b for b in BASELINES if any(b in r for r in rows)]
+    summaries = {b: summarise(rows, b) for b in baselines}
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"device_crossover{suffix}.json").write_text(
-        json.dumps({"meta": meta, "noise_tolerance": NOISE, "rows": rows, "crossover": summary}, indent=2))
+    (out / f"device_crossover{suffix}.json").write_text(json.dumps(
+        {"meta": meta, "noise_tolerance": NOISE, "rows": rows,
+         "crossover": summaries.get("torch.statevector", summaries.get("default.qubit")),
+         "crossover_by_baseline": summaries}, indent=2))
 
     def cell(r: dict[str, Any], d: str) -> str:
-        v = r[d]
+        v = r.get(d)
+        if v is None:
+            return ""
         return f"{v['seconds']:.4f}" if "seconds" in v else v["skipped"]
 
+    def ratio(r: dict[str, Any], b: str) -> str:
+        v = r.get(RATIO_KEYS[b])
+        return "" if v is None else f"{v:.2f}"
+
+    short = {"torch.statevector": "torch", "default.qubit": "default"}
     lines = [
-        "# Device crossover: default.qubit (backprop, broadcast) vs lightning.qubit (adjoint, per-sample tapes)",
+        "# Device crossover: lightning.qubit (adjoint, per-sample tapes) vs the broadcasting backprop simulators "
+        "(torch.statevector, default.qubit)",
         "",
         f"Generated by `benchmarks/bench_device_crossover.py{' --fast' if meta['fast'] else ''}`: "
         f"PennyLane {meta['pennylane']}, lightning {meta['pennylane_lightning']}, torch {meta['torch']}, "
         f"1 thread, float64, forward+backward of a cross-entropy of the expvals; median seconds per call. "
-        f"Total {meta['total_s']:.0f} s. `mem`: default.qubit skipped (estimated backprop footprint > "
+        f"Total {meta['total_s']:.0f} s. `mem`: skipped (estimated backprop footprint > "
         f"{meta['mem_gib']} GiB); `slow`: not run past a warm-up > {meta['slow_s']} s.",
         "",
-        "| qubits | layers | batch | default.qubit s | lightning.qubit s | lightning/default |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| qubits | layers | batch | " + " | ".join(f"{d} s" for d in DEVICES if d in baselines or d not in BASELINES)
+        + " | " + " | ".join(f"lightning/{short[b]}" for b in baselines) + " |",
+        "|---:|---:|---:|" + "---:|" * (len(baselines) + 1 + len(baselines)),
     ]
     for r in rows:
-        ratio = r.get("ratio_lightning_over_default")
-        lines.append(f"| {r['qubits']} | {r['layers']} | {r['batch']} | {cell(r, 'default.qubit')} | "
-                     f"{cell(r, 'lightning.qubit')} | {'' if ratio is None else f'{ratio:.2f}'} |")
-    lines += ["", "## Crossover (qubits from which lightning.qubit is at least as fast)", "",
-              f"Smallest measured size with ratio <= 1 there and <= {NOISE} (timing noise) at every larger size.", "",
-              "| layers | batch | crossover qubits | |", "|---:|---:|---:|---|"]
-    for s in summary:
-        q = "not in sight" if s["qubits"] is None else f"{s['qubits']:g}"
-        lines.append(f"| {s['layers']} | {s['batch']} | {q} | {'extrapolated' if s['extrapolated'] else 'measured'} |")
+        cells = [cell(r, d) for d in DEVICES if d in baselines or d not in BASELINES]
+        lines.append(f"| {r['qubits']} | {r['layers']} | {r['batch']} | " + " | ".join(cells) + " | "
+                     + " | ".join(ratio(r, b) for b in baselines) + " |")
+    for b in baselines:
+        use = {"torch.statevector": " (`CPU_CROSSOVER`: what `select_device('auto')` decides)",
+               "default.qubit": " (`DEFAULT_QUBIT_CROSSOVER`, for reference)"}[b]
+        lines += ["", f"## Crossover vs {b}{use}", "",
+                  f"Qubits from which lightning.qubit is at least as fast as {b}: smallest measured size with "
+                  f"ratio <= 1 there and <= {NOISE} (timing noise) at every larger size.", "",
+                  "| layers | batch | crossover qubits | |", "|---:|---:|---:|---|"]
+        for s_ in summaries[b]:
+            q = "not in sight" if s_["qubits"] is None else f"{s_['qubits']:g}"
+            how = "extrapolated" if s_["extrapolated"] else "measured"
+            if s_.get("by_memory"):
+                how += f" ({b} over the {meta['mem_gib']:g} GiB budget there)"
+            lines.append(f"| {s_['layers']} | {s_['batch']} | {q} | {how} |")
     (out / f"device_crossover{suffix}.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out / f'device_crossover{suffix}.json'} and .md")
 
@@ -184,17 +242,35 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batches", type=int, nargs="+", default=None)
     ap.add_argument("--budget-s", type=float, default=None, help="seconds of repeats per case (after warm-up)")
     ap.add_argument("--slow-s", type=float, default=None, help="stop growing a device past this warm-up time")
-    ap.add_argument("--mem-gib", type=float, default=6.0, help="skip default.qubit above this estimated footprint")
+    ap.add_argument("--mem-gib", type=float, default=6.0,
+                    help="skip a backprop simulator above this estimated autograd footprint")
     ap.add_argument("--out", type=Path, default=HERE / "results")
-    ap.add_argument("--resummarise", type=Path, default=None, metavar="JSON",
-                    help="rebuild the .json/.md summary from an earlier run's JSON without timing anything")
+    ap.add_argument("--devices", nargs="+", default=list(DEVICES), choices=DEVICES,
+                    help="devices to time (lightning.qubit is always timed: the ratios are against it)")
+    ap.add_argument("--tag", default=None,
+                    help="output file suffix (default: '_fast' with --fast, else none), e.g. _16q for a supplement")
+    ap.add_argument("--resummarise", type=Path, nargs="+", default=None, metavar="JSON",
+                    help="rebuild the .json/.md summary from earlier runs' JSON without timing anything; several "
+                         "files (e.g. a main run and a larger-size supplement) are merged, later rows replacing "
+                         "earlier ones of the same (layers, batch, qubits)")
     args = ap.parse_args(argv)
     if args.resummarise is not None:
-        old = json.loads(args.resummarise.read_text())
-        write_outputs(old["rows"], old["meta"], args.out, "_fast" if old["meta"]["fast"] else "")
+        runs = [json.loads(f.read_text()) for f in args.resummarise]
+        merged: dict[tuple[int, int, int], dict[str, Any]] = {}
+        for run in runs:
+            for r in run["rows"]:
+                merged[(r["layers"], r["batch"], r["qubits"])] = r
+        rows = sorted(merged.values(), key=lambda r: (r["layers"], r["batch"], r["qubits"]))
+        meta = dict(runs[0]["meta"])
+        if len(runs) > 1:
+            meta["total_s"] = round(sum(run["meta"]["total_s"] for run in runs), 1)
+            meta["merged_from"] = [str(f.name) for f in args.resummarise]
+        suffix = args.tag if args.tag is not None else ("_fast" if meta["fast"] else "")
+        write_outputs(rows, meta, args.out, suffix)
         return 0
+    timed = [d for d in DEVICES if d in args.devices or d == "lightning.qubit"]
 
-    qubits = args.qubits or ([4, 8, 12] if args.fast else [2, 4, 6, 8, 10, 12, 14, 16])
+    qubits = args.qubits or ([4, 8, 12] if args.fast else [2, 4, 6, 8, 10, 12, 14])
     layers_list = args.layers or ([2] if args.fast else [2, 8])
     batches = args.batches or ([1, 16] if args.fast else [1, 4, 16, 64])
     budget = args.budget_s if args.budget_s is not None else (0.5 if args.fast else 2.0)
@@ -207,24 +283,27 @@ def main(argv: list[str] | None = None) -> int:
             stopped: set[str] = set()
             for n in qubits:
                 row: dict[str, Any] = {"qubits": n, "layers": layers, "batch": batch}
-                for device in DEVICES:
+                for device in timed:
                     if device in stopped:
                         row[device] = {"skipped": "slow"}
                         continue
-                    if device == "default.qubit" and backprop_bytes(n, batch, layers) > args.mem_gib * 2**30:
+                    if device in MEM_ESTIMATE and MEM_ESTIMATE[device](n, batch, layers) > args.mem_gib * 2**30:
                         row[device] = {"skipped": "mem"}
                         continue
                     res = time_case(device, n, layers, batch, budget)
                     row[device] = res
                     if res["warmup_s"] > slow:
                         stopped.add(device)
-                a, b = row["default.qubit"].get("seconds"), row["lightning.qubit"].get("seconds")
-                if a is not None and b is not None:
-                    row["ratio_lightning_over_default"] = b / a
+                light = row["lightning.qubit"].get("seconds")
+                for base in BASELINES:
+                    t_base = row.get(base, {}).get("seconds")
+                    if t_base is not None and light is not None:
+                        row[RATIO_KEYS[base]] = light / t_base
                 rows.append(row)
                 print(f"L={layers:2d} B={batch:3d} n={n:2d}  "
-                      + "  ".join(f"{d}: {row[d].get('seconds', row[d].get('skipped'))!s:>22}" for d in DEVICES)
-                      + f"  ratio={row.get('ratio_lightning_over_default', float('nan')):.2f}", flush=True)
+                      + "  ".join(f"{d}: {row[d].get('seconds', row[d].get('skipped'))!s:>22}" for d in timed)
+                      + "".join(f"  l/{b[:5]}={row.get(RATIO_KEYS[b], float('nan')):.2f}" for b in BASELINES),
+                      flush=True)
     total = time.perf_counter() - t_start
 
     meta = {
@@ -232,9 +311,9 @@ def main(argv: list[str] | None = None) -> int:
         "pennylane_lightning": importlib.metadata.version("pennylane_lightning"),
         "python": platform.python_version(), "machine": platform.machine(), "processor": platform.processor(),
         "threads": torch.get_num_threads(), "dtype": "float64", "fast": args.fast, "total_s": round(total, 1),
-        "budget_s": budget, "slow_s": slow, "mem_gib": args.mem_gib,
+        "budget_s": budget, "slow_s": slow, "mem_gib": args.mem_gib, "devices": timed,
     }
-    write_outputs(rows, meta, args.out, "_fast" if args.fast else "")
+    write_outputs(rows, meta, args.out, args.tag if args.tag is not None else ("_fast" if args.fast else ""))
     return 0
 
 

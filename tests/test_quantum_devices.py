@@ -30,21 +30,39 @@ def with_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _crossover(batch: int, layers: int) -> int:
-    """Smallest integer qubit count at/above the model's CPU crossover."""
+    """Smallest integer qubit count at/above the model's CPU crossover (lightning vs torch.statevector)."""
     import math
     return math.ceil(qd.cpu_crossover(batch, layers))
+
+
+def _default_qubit_crossover(batch: int, layers: int) -> int:
+    """Smallest integer qubit count at/above the lightning-vs-default.qubit crossover (parameter-shift path)."""
+    import math
+    return math.ceil(qd._table_crossover(qd.DEFAULT_QUBIT_CROSSOVER, batch, layers))
 
 
 # ------------------------------------------------------------------------------------------------- cost model
 
 
-def test_crossover_table_is_measured_and_monotone_in_batch() -> None:
-    assert qd.CPU_CROSSOVER, "measured table missing"
-    for layers in {lay for lay, _ in qd.CPU_CROSSOVER}:
-        batches = sorted(b for lay, b in qd.CPU_CROSSOVER if lay == layers)
-        values = [qd.CPU_CROSSOVER[(layers, b)] for b in batches]
+def test_default_qubit_crossover_table_is_measured_and_monotone_in_batch() -> None:
+    assert qd.DEFAULT_QUBIT_CROSSOVER, "measured table missing"
+    for layers in {lay for lay, _ in qd.DEFAULT_QUBIT_CROSSOVER}:
+        batches = sorted(b for lay, b in qd.DEFAULT_QUBIT_CROSSOVER if lay == layers)
+        values = [qd.DEFAULT_QUBIT_CROSSOVER[(layers, b)] for b in batches]
         assert values == sorted(values), "a larger batch favours broadcasting, so its crossover is not lower"
-    assert qd.cpu_crossover(64, 2) >= qd.cpu_crossover(1, 2)
+
+
+def test_cpu_crossover_is_the_torch_statevector_table() -> None:
+    """torch.statevector beats default.qubit at every measured size, so lightning overtakes it no earlier; the
+    table covers the same grid and stays within the measured range (+2 for 'beyond every measured size')."""
+    assert qd.CPU_CROSSOVER.keys() == qd.DEFAULT_QUBIT_CROSSOVER.keys()
+    for key, value in qd.CPU_CROSSOVER.items():
+        assert value >= qd.DEFAULT_QUBIT_CROSSOVER[key], key
+        assert 2 <= value <= qd.CROSSOVER_MEASURED_MAX_QUBITS + 2, key
+    for batch in (1, 3, 16, 64, 200):
+        for layers in (1, 2, 5, 8, 12):
+            assert qd.cpu_crossover(batch, layers) == qd._table_crossover(qd.CPU_CROSSOVER, batch, layers)
+            assert qd.cpu_crossover(batch, layers) >= _default_qubit_crossover(batch, layers) - 1e-9
 
 
 @pytest.mark.usefixtures("no_gpu")
@@ -95,13 +113,24 @@ def test_auto_never_picks_lightning_gpu_without_gpu_and_package(monkeypatch: pyt
 
 @pytest.mark.usefixtures("no_gpu")
 def test_auto_parameter_shift_and_backprop_are_honoured() -> None:
-    n = _crossover(64, 2)
+    n = _default_qubit_crossover(64, 2)  # parameter-shift compares lightning with default.qubit
     ps = select_device("auto", n_qubits=n, batch_size=64, n_layers=2, diff_method="parameter-shift")
     assert (ps.name, ps.diff_method) == ("lightning.qubit", "parameter-shift")
     bp = select_device("auto", n_qubits=n, batch_size=64, n_layers=2, diff_method="backprop")
     assert (bp.name, bp.diff_method, bp.broadcast) == ("torch.statevector", "backprop", True)
     below = select_device("auto", n_qubits=n - 1, batch_size=64, n_layers=2, diff_method="parameter-shift")
     assert (below.name, below.diff_method) == ("default.qubit", "parameter-shift")
+
+
+@pytest.mark.usefixtures("no_gpu")
+def test_parameter_shift_uses_the_default_qubit_table_not_the_torch_one() -> None:
+    """Between the two crossovers plain auto keeps torch.statevector, parameter-shift already takes lightning."""
+    n = _default_qubit_crossover(64, 2)
+    assert n < _crossover(64, 2), "the measured tables no longer differ at batch 64, 2 layers"
+    plain = select_device("auto", n_qubits=n, batch_size=64, n_layers=2)
+    assert plain.name == "torch.statevector"
+    ps = select_device("auto", n_qubits=n, batch_size=64, n_layers=2, diff_method="parameter-shift")
+    assert ps.name == "lightning.qubit" and f"crossover {n}" in ps.reason
 
 
 def test_torch_statevector_is_backprop_only_and_not_a_pennylane_device() -> None:

@@ -13,8 +13,11 @@ The quantum models are PennyLane QNodes wrapped in torch modules. Which simulato
 * ``torch.statevector`` (:mod:`qlandscape.quantum.statevector`, not a PennyLane device) runs the same
   circuit, compiled from the QNode's quantum function, as a few fused torch ops batched over patches
   AND samples: exact (matches default.qubit to 1e-10), differentiable to any order by autograd,
-  ``torch.func``-ready, and several times faster than default.qubit for the patch circuits (measured in
-  ``benchmarks/results/quantum.md``). Below the crossover it is what ``auto`` picks.
+  ``torch.func``-ready, and typically 3-5x faster than default.qubit on the crossover benchmark's circuits
+  (1.1-6x; faster than lightning.qubit at every measured size up to 16-18 qubits for batches <= 16). Below the
+  crossover it is what ``auto`` picks. Its cost grows with ``B * 2**n``: at large batch x qubits its
+  batched state leaves the CPU caches and lightning (one ``2**n`` state per sample) overtakes it
+  (batch 64: from 14 qubits at 2 layers, 16 at 8 layers).
 
 Caveats measured with PennyLane 0.45 / lightning 0.45 (torch interface):
 
@@ -26,7 +29,10 @@ Caveats measured with PennyLane 0.45 / lightning 0.45 (torch interface):
   with parameter-shift on an unbatched input; gradients stay float64. default.qubit + backprop returns float64.
 
 ``select_device("auto", ...)`` picks by the crossover qubit counts measured by
-``benchmarks/bench_device_crossover.py`` (results in ``benchmarks/results/device_crossover.{json,md}``), never by name.
+``benchmarks/bench_device_crossover.py`` (results in ``benchmarks/results/device_crossover*.{json,md}``), never by
+name: :data:`CPU_CROSSOVER` (lightning.qubit vs torch.statevector, the choice ``auto`` makes) and, when
+``diff_method="parameter-shift"`` rules out torch.statevector, :data:`DEFAULT_QUBIT_CROSSOVER` (lightning.qubit vs
+default.qubit).
 Explicit requests that cannot run here raise :class:`DeviceUnavailableError` before anything is built: there is
 no silent fallback.
 """
@@ -45,6 +51,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "CPU_CROSSOVER",
+    "DEFAULT_QUBIT_CROSSOVER",
     "DeviceChoice",
     "DeviceUnavailableError",
     "GPU_MIN_QUBITS",
@@ -69,19 +76,45 @@ GPU_FIX = "pip install qlandscape[gpu]"
 KOKKOS_FIX = "pip install pennylane-lightning-kokkos"
 
 # ---------------------------------------------------------------------------------------------------------------
-# Measured cost model (benchmarks/bench_device_crossover.py -> benchmarks/results/device_crossover.{json,md}).
+# Measured cost model (benchmarks/bench_device_crossover.py -> benchmarks/results/device_crossover.{json,md}, plus
+# the larger-size supplements device_crossover_{16q,16q_b64,18q}.{json,md}; merged in device_crossover_merged.md).
 # Circuit family of the paper: RX(x) encoding, then per layer RX(w) and RY(w) on every qubit and a CZ ring,
-# readout <Z_q> on every qubit; float64; forward + backward of a scalar loss of the expvals; ONE CPU thread.
-# CPU_CROSSOVER[(n_layers, batch)] = qubit count from which lightning.qubit+adjoint (one tape per sample) is at
-# least as fast as default.qubit+backprop (one broadcast call). Between measured points: bilinear in log2(layers),
-# log2(batch); outside: clamped. 2 = lightning already wins at the smallest measured size.
-# Measured on this project's CI VM (1 thread, PennyLane 0.45.1, lightning 0.45.0, torch 2.13 CPU); a ratio
-# within 10 % of 1 counts as a tie (VM speed drifts). Raw ratios lightning/default at the crossover's neighbours:
-# batch 1: 0.3-0.7 at every size 2-16 (lightning wins everywhere); batch 4: 0.6-1.1 from 6 qubits (2 layers), 0.7-1.0
-# from 2 qubits (8 layers); batch 16 and 64: 1.3-2.0 at 10 qubits, 0.4-0.8 at 12-14 (2-10x at <= 8 qubits).
-# Rerun the benchmark after upgrading PennyLane and update this table.
-CROSSOVER_MEASURED_MAX_QUBITS: int = 16
+# readout <Z_q> on every qubit; float64; forward + backward of a cross-entropy of the expvals; ONE CPU thread.
+# Each table maps (n_layers, batch) -> qubit count from which lightning.qubit+adjoint (one tape per sample) is at
+# least as fast as the broadcasting backprop simulator. Between measured points: bilinear in log2(layers),
+# log2(batch); outside: clamped. 2 = lightning already wins at the smallest measured size. A ratio within 10 % of
+# 1 counts as a tie (VM speed drifts). Measured on this project's CI VM (1 thread, PennyLane 0.45.1, lightning
+# 0.45.0, torch 2.13 CPU), sizes 2..14 qubits for all cases, 16 (and 18 for batch <= 16) for lightning vs
+# torch.statevector. Rerun the benchmark after upgrading PennyLane or changing the torch simulator.
+CROSSOVER_MEASURED_MAX_QUBITS: int = 18
+# CPU_CROSSOVER: lightning.qubit vs torch.statevector (P=1 patch, the batch as B): the decision ``auto`` makes.
+# Raw ratios lightning/torch.statevector (> 1: torch faster) at 2..18 qubits: batch 1: 1.5-2.5 (2 layers), 1.3-3.0
+# (8 layers); batch 4: 3.7-4.8 up to 10 qubits, 1.3-2.0 at 12-18 (2 layers), 1.9-3.9 everywhere (8 layers);
+# batch 16: 6-13 up to 10 qubits, 1.3-2.4 at 12-16, 0.72 at 18 (2 layers); batch 64: 19-38 up to 8 qubits, 6-9 at
+# 10, 1.7-2.4 at 12, then 0.73 at 14 / 0.44 at 16 (2 layers) and 1.31 at 14 / torch over the 6 GiB budget at 16
+# (8 layers).
+# 20 (= CROSSOVER_MEASURED_MAX_QUBITS + 2) marks "torch.statevector faster at every measured size up to 18"
+# (batch 1 and 4: ratio still 1.9-2.9 at 18; the benchmark's log-linear extrapolation puts the crossover past 30 or
+# nowhere, so it is not used). Batch 16: ratio 0.72 at 18 (2 layers); at 8 layers torch.statevector exceeds the
+# 6 GiB budget at 18 and at batch 64 at 16 (crossover by memory; the BACKPROP_MEMORY_LIMIT_BYTES guard below
+# switches to lightning earlier anyway). Batch 64, 2 layers: 0.73 at 14, 0.44 at 16 (measured crossover 14).
 CPU_CROSSOVER: dict[tuple[int, int], float] = {
+    (2, 1): 20.0,
+    (2, 4): 20.0,
+    (2, 16): 18.0,
+    (2, 64): 14.0,
+    (8, 1): 20.0,
+    (8, 4): 20.0,
+    (8, 16): 18.0,
+    (8, 64): 16.0,
+}
+# DEFAULT_QUBIT_CROSSOVER: lightning.qubit vs default.qubit+backprop (one broadcast call); this was CPU_CROSSOVER
+# before torch.statevector existed. ``auto`` uses it only with diff_method="parameter-shift" (which needs a
+# PennyLane device, so default.qubit below it); measured with default.qubit+backprop vs lightning+adjoint, a proxy
+# for parameter-shift on both. Raw ratios lightning/default.qubit: batch 1: 0.3-0.7 at every size 2-16 (lightning
+# wins everywhere); batch 4: 0.6-1.1 from 6 qubits (2 layers), 0.7-1.0 from 2 qubits (8 layers); batch 16 and
+# 64: 1.3-2.4 at 10 qubits, 0.4-0.8 at 12-14 (2-11x at <= 8 qubits). Rerun with three devices: same table.
+DEFAULT_QUBIT_CROSSOVER: dict[tuple[int, int], float] = {
     (2, 1): 2.0,
     (2, 4): 6.0,
     (2, 16): 12.0,
@@ -97,6 +130,13 @@ CPU_CROSSOVER: dict[tuple[int, int], float] = {
 GPU_MIN_QUBITS: int = 20
 # default.qubit backprop keeps one B * 2**n complex state per gate on the autograd tape; above this estimated
 # footprint auto prefers lightning.qubit (adjoint needs O(1) states per sample) regardless of the time model.
+# The estimate (_backprop_bytes: n + 3 n layers states of B * 2**n complex128) is default.qubit's; auto applies
+# it to torch.statevector too. Peak RSS growth of one forward+backward, measured at 14 qubits, 8 layers, batch 64
+# (one state = 16 MiB): torch.statevector 5.0 GiB (~320 states: ~2 per fused per-qubit einsum, whose operands are
+# copied into contiguous layouts, plus the readout's n flipped copies), default.qubit 7.9 GiB (~500 states), against
+# this estimate of 5.5 GiB (350 states). So the estimate tracks torch.statevector's real peak (within ~10 %
+# across the cases checked: 16 qubits, 2 layers, batch 64 measured 7.1 GiB for an estimate of 7.0 GiB) and
+# undershoots default.qubit's by ~1.4x.
 BACKPROP_MEMORY_LIMIT_BYTES: int = 4 * 2**30
 
 
@@ -199,12 +239,18 @@ def cpu_crossover(batch_size: int, n_layers: int = 1) -> float:
     Returns
     -------
     float
-        Qubit count from which ``lightning.qubit`` + adjoint is expected to beat ``default.qubit`` + backprop.
+        Qubit count from which ``lightning.qubit`` + adjoint is expected to beat ``torch.statevector`` (the
+        simulator ``auto`` picks below it).
     """
-    layers = sorted({lay for lay, _ in CPU_CROSSOVER})
-    batches = sorted({b for _, b in CPU_CROSSOVER})
+    return _table_crossover(CPU_CROSSOVER, batch_size, n_layers)
+
+
+def _table_crossover(table: dict[tuple[int, int], float], batch_size: int, n_layers: int) -> float:
+    """Bilinear interpolation of a crossover table in ``(log2 layers, log2 batch)``, clamped."""
+    layers = sorted({lay for lay, _ in table})
+    batches = sorted({b for _, b in table})
     lb = math.log2(batch_size)
-    per_layer = [_interp(lb, [math.log2(b) for b in batches], [CPU_CROSSOVER[(lay, b)] for b in batches])
+    per_layer = [_interp(lb, [math.log2(b) for b in batches], [table[(lay, b)] for b in batches])
                  for lay in layers]
     return _interp(math.log2(n_layers), [math.log2(lay) for lay in layers], per_layer)
 
@@ -304,7 +350,9 @@ def select_device(requested: str = "auto", *, n_qubits: int, batch_size: int, n_
         log.info("quantum device: %s (%s)", choice.name, choice.reason)
         return choice
 
-    cpu_x = cpu_crossover(batch_size, n_layers)
+    # parameter-shift needs a PennyLane device: below the crossover that is default.qubit, not torch.statevector
+    cpu_x = (_table_crossover(DEFAULT_QUBIT_CROSSOVER, batch_size, n_layers) if diff_method == "parameter-shift"
+             else cpu_crossover(batch_size, n_layers))
     gpu_x = max(float(GPU_MIN_QUBITS), cpu_x)
     size = f"{n_qubits} qubits, batch {batch_size}, {n_layers} layers"
     mem = _backprop_bytes(n_qubits, batch_size, n_layers, "complex128")
@@ -315,8 +363,8 @@ def select_device(requested: str = "auto", *, n_qubits: int, batch_size: int, n_
     elif n_qubits >= cpu_x:
         name, why = "lightning.qubit", f"{size} >= measured CPU crossover {_fmt(cpu_x)} for batch {batch_size}"
     elif mem > BACKPROP_MEMORY_LIMIT_BYTES and diff_method != "parameter-shift":
-        name, why = "lightning.qubit", (f"{size} < measured CPU crossover {_fmt(cpu_x)} but default.qubit "
-                                        f"backprop would hold ~{mem / 2**30:.1f} GiB > "
+        name, why = "lightning.qubit", (f"{size} < measured CPU crossover {_fmt(cpu_x)} but the backprop "
+                                        f"simulators would hold ~{mem / 2**30:.1f} GiB > "
                                         f"{BACKPROP_MEMORY_LIMIT_BYTES / 2**30:.0f} GiB")
     elif diff_method == "parameter-shift":  # a PennyLane rule: needs a PennyLane device
         name, why = "default.qubit", f"{size} < measured CPU crossover {_fmt(cpu_x)} for batch {batch_size}"
