@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--no-progress", action="store_true", help="disable progress bars")
         s.add_argument("--force", action="store_true", help="recompute results even if present")
         if name == "compare":
-            s.add_argument("--fast", action="store_true", help="small settings that finish in a few minutes on "
+            s.add_argument("--fast", action="store_true", help="small settings that finish in well under a minute on "
                            "2 CPU cores (digits subset, 11x11 scans, fewer probes)")
     return p
 
