@@ -316,15 +316,16 @@ class ModelAdapter:
             yield
 
     def probe(self, x: Tensor) -> None:
-        """Run one forward pass on ``x`` (a couple of samples) under every registered probe and
+        """Run one forward pass on ``x`` (one sample is enough) under every registered probe and
         fold what they found into :attr:`capabilities`: layers called from ``forward`` that no
         module declares (a QNode held in a global, say) still limit the routes the engine takes."""
         if not _PROBES:
             return
         with contextlib.ExitStack() as stack:
             found = [stack.enter_context(p()) for p in _PROBES]
-            # gradients enabled: layers may pick a different (evaluation-only) route under no_grad
-            with torch.enable_grad(), self.mode(False):
+            # no_grad keeps the probe cheap (an adjoint QNode would also compute its Jacobian); a layer
+            # that switches to an evaluation-only QNode there is reported conservatively (first order)
+            with torch.no_grad(), self.mode(False):
                 self.apply(self.theta0, x)
         # a finding about an object a module already declares (its simulator device) is that module's business
         declared = {id(o) for _, _, info in self._declared for o in info.shared}

@@ -155,7 +155,7 @@ class Objective:
         self.seed = int(seed)
         self.dropout_policy = dropout
         self.chunks: list[tuple[Tensor, Tensor]] = self._make_chunks(data, batch_size)
-        self.adapter.probe(self.chunks[0][0][:2])
+        self.adapter.probe(self.chunks[0][0][:1])
         caps = self.adapter.capabilities
         self._has_dropout = caps.stochastic
         if mode == "train" and self._has_dropout and dropout == "refuse":

@@ -62,6 +62,8 @@ def resolved_diff_method(qnode: qml.QNode) -> str:
     """The differentiation method a QNode uses; ``"best"`` resolved as PennyLane resolves it
     for the torch interface (device derivatives on lightning, backprop on default.qubit)."""
     method = qnode.diff_method
+    if method is None:  # evaluation only: no derivatives at all
+        return "none"
     if not isinstance(method, str):  # a gradient transform object
         return getattr(method, "__name__", str(method))
     if method != "best":
@@ -95,6 +97,9 @@ def qnode_capabilities(qnode: qml.QNode, where: str = "QNode") -> Capabilities:
     elif method in _FIRST_ORDER:
         order = 1.0
         why = f"{method}: exact first derivatives only (autograd second derivatives would be wrong)"
+    elif method == "none":
+        order = 1.0  # never differentiated itself; reported conservatively for the layer that calls it
+        why = "diff_method=None (evaluation only): treated as first-order only"
     else:
         order = 1.0
         why = f"diff_method {method!r}: treated as first-order only"
