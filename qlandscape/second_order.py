@@ -11,15 +11,14 @@ prepared function may be cached and reused.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Callable, Optional, Protocol, runtime_checkable
+from typing import Callable, Optional, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 from torch.func import grad as func_grad
 from torch.func import jvp, vmap
 
-if TYPE_CHECKING:
-    from .adapter import Capabilities
+from .adapter import Capabilities, CapabilityError
 
 ChunkLoss = Callable[[Tensor], Tensor]
 """``theta (n,) -> scalar`` loss of one chunk (already weighted by the reduction)."""
@@ -40,7 +39,7 @@ class SecondOrderProvider(Protocol):
     #: whether it runs torch.func transforms through the model
     needs_torch_func: bool
 
-    def check(self, capabilities: "Capabilities") -> None:
+    def check(self, capabilities: Capabilities) -> None:
         """Raise :class:`~qlandscape.adapter.CapabilityError` if the model cannot serve this provider."""
         ...
 
@@ -58,8 +57,7 @@ class _Checked:
     min_autograd_order: int = 1
     needs_torch_func: bool = False
 
-    def check(self, capabilities: "Capabilities") -> None:
-        from .adapter import CapabilityError
+    def check(self, capabilities: Capabilities) -> None:
         why = "; ".join(capabilities.notes) or "declared by the model"
         if capabilities.autograd_order < self.min_autograd_order:
             raise CapabilityError(
@@ -104,7 +102,6 @@ class ReverseOverReverse(_Checked):
         if not g.requires_grad:
             # Either the loss is exactly linear in theta, or a layer computed its derivative
             # outside autograd (an adjoint QNode): a zero Hessian here would be a guess.
-            from .adapter import CapabilityError
             raise CapabilityError(
                 "the gradient has no autograd graph, so double backward cannot give second derivatives: "
                 "a layer computes its first derivatives outside autograd (e.g. a QNode with "
@@ -241,7 +238,7 @@ def make_provider(spec: "str | SecondOrderProvider", precision: Optional[torch.d
     return table[spec]()
 
 
-def choose_provider(capabilities: "Capabilities", n_chunks: int, mode: str,
+def choose_provider(capabilities: Capabilities, n_chunks: int, mode: str,
                     dtype: torch.dtype) -> tuple[SecondOrderProvider, str]:
     """The provider ``second_order="auto"`` uses, and why, from the model's capabilities.
 
@@ -253,7 +250,6 @@ def choose_provider(capabilities: "Capabilities", n_chunks: int, mode: str,
       real precision;
     * no exact derivatives: :class:`~qlandscape.adapter.CapabilityError`.
     """
-    from .adapter import CapabilityError
     order = capabilities.autograd_order
     if order >= 2:
         if n_chunks == 1 or mode == "train" or not capabilities.torch_func:
