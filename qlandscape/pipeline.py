@@ -263,8 +263,6 @@ def run_scan(cfg: RunConfig, out: Path, progress: bool = True, force: bool = Fal
     cached = _cached(out / name, LandscapeScan, digest, force)
     if cached is not None:
         return cached
-    if s.span_mode == "trajectory" and s.directions != "pca":
-        raise ValueError(f"scan.span_mode='trajectory' needs scan.directions='pca', got {s.directions!r}")
     objective = build_objective(cfg, model, ds)
     dirs, info, coords = scan_directions(cfg, objective, tr.trajectory, progress)
     spans: list[tuple[float, float]] = [(-s.span, s.span)] * s.dims
