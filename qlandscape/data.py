@@ -109,8 +109,14 @@ def load_digits(*, classes: Optional[Sequence[int]] = None, test_size: float = 0
         if n_samples < 4:
             raise ValueError(f"n_samples must be >= 4, got {n_samples}")
         X, y = X[:n_samples], y[:n_samples]
+    # stratified when every class can be represented in both parts (else sklearn refuses)
+    n_test = int(np.ceil(test_size * len(y)))
+    if n_test >= len(y):
+        raise ValueError(f"test_size={test_size} leaves no training sample out of {len(y)}")
+    counts = np.bincount(y)
+    stratify = counts.min() >= 2 and min(n_test, len(y) - n_test) >= len(counts)
     Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=test_size, random_state=seed,
-                                          stratify=y if np.bincount(y).min() >= 2 else None)
+                                          stratify=y if stratify else None)
     if standardize:
         mu = Xtr.mean(axis=0)
         sd = Xtr.std(axis=0)

@@ -57,12 +57,12 @@ def test_patch_section_defaults_and_overrides():
     ("patch.aggregation='max'", "aggregation", ["'max'", "linear"]),
     ("patch.n_qubits='four'", "n_qubits", ["'four'", "integer"]),                  # bad type
     ("patch.coefficient='big'", "coefficient", ["'big'", "number"]),
-    ("patch.positional_bias=1", "positional_bias", ["true or false"]),
+    ("patch.positional_bias=maybe", "positional_bias", ["true or false"]),
     ("patch.layers=0", "layers", [">= 1", "got 0"]),                               # out of range
     ("patch.coefficient=-1", "coefficient", ["> 0"]),
     ("patch.seed=-3", "seed", [">= 0"]),
     ("model.kind='rnn'", "kind", ["'rnn'", "patch_qnn", "patch_mlp"]),
-    ("scan.span_mode='auto'", "span_mode", ["trajectory"]),
+    ("scan.span_mode='extent'", "span_mode", ["'auto'", "trajectory"]),
     ("hessian.eig_method='qr'", "eig_method", ["lanczos"]),
     ("patch.qubits=4", "qubits", ["unknown key", "n_qubits"]),
 ])

@@ -44,6 +44,37 @@ def test_models_produce_logits_of_the_right_shape():
         MLP(4, (3,), 2, activation="swish2")
 
 
+def test_model_defaults_have_no_dropout_or_batchnorm_layers():
+    # the state-dict layout (and so every saved model) of the defaults is unchanged by the new options
+    assert list(SmallCNN(1, (4, 4), 10).state_dict()) == ["features.0.weight", "features.0.bias",
+                                                          "features.2.weight", "features.2.bias",
+                                                          "head.weight", "head.bias"]
+    assert [type(m).__name__ for m in MLP(64, (16,), 10).net] == ["Flatten", "Linear", "Tanh", "Linear"]
+
+
+@pytest.mark.parametrize("model, norm", [
+    (lambda **kw: MLP(64, (16, 8), 10, **kw), "BatchNorm1d"),
+    (lambda **kw: SmallCNN(1, (4, 4), 10, **kw), "BatchNorm2d"),
+])
+def test_dropout_and_batchnorm_follow_each_hidden_layer(model, norm):
+    m = model(dropout=0.3, batchnorm=True)
+    names = [type(x).__name__ for x in m.modules()]
+    assert names.count(norm) == 2 and names.count("Dropout") == 2
+    assert all(x.p == 0.3 for x in m.modules() if isinstance(x, torch.nn.Dropout))
+    x = torch.randn(5, 1, 8, 8)
+    m.eval()
+    assert torch.equal(m(x), m(x))  # eval mode: deterministic
+    m.train()
+    assert not torch.equal(m(x), m(x))  # train mode: dropout masks are random
+
+
+@pytest.mark.parametrize("dropout", [1.0, -0.1, 1.5, True])
+def test_dropout_outside_zero_one_is_refused(dropout):
+    for make in (lambda: MLP(4, (3,), 2, dropout=dropout), lambda: SmallCNN(1, (2,), 2, dropout=dropout)):
+        with pytest.raises(ValueError, match=r"dropout must be a probability in \[0, 1\)"):
+            make()
+
+
 def test_training_is_deterministic_records_a_trajectory_and_leaves_the_input_model_alone():
     d = load_digits(n_samples=200, seed=0)
     torch.manual_seed(0)

@@ -18,6 +18,13 @@ def _activation(name: str) -> nn.Module:
     return _ACTIVATIONS[name]()
 
 
+def _check_dropout(dropout: float) -> float:
+    """A dropout probability in ``[0, 1)``."""
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
+    return float(dropout)
+
+
 class MLP(nn.Module):
     """Fully connected network ``in -> hidden... -> out``.
 
@@ -38,6 +45,7 @@ class MLP(nn.Module):
     def __init__(self, in_features: int, hidden: Sequence[int] = (128, 128), out_features: int = 10,
                  activation: str = "tanh", dropout: float = 0.0, batchnorm: bool = False) -> None:
         super().__init__()
+        dropout = _check_dropout(dropout)
         layers: list[nn.Module] = [nn.Flatten()]
         width = in_features
         for h in hidden:
@@ -57,15 +65,35 @@ class MLP(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """Two 3x3 conv layers + global average pooling + linear head, for (B, C, h, w) images."""
+    """3x3 conv layers (two by default) + global average pooling + linear head, for (B, C, h, w) images.
+
+    Parameters
+    ----------
+    in_channels : int
+    channels : sequence of int
+        Output channels of the conv layers (3x3, padding 1).
+    n_classes : int
+    activation : str
+        As for :class:`MLP`.
+    dropout : float
+        Dropout probability (elementwise) after each conv activation (0 disables).
+    batchnorm : bool
+        BatchNorm2d after each conv layer.
+    """
 
     def __init__(self, in_channels: int = 1, channels: Sequence[int] = (8, 16), n_classes: int = 10,
-                 activation: str = "tanh") -> None:
+                 activation: str = "tanh", dropout: float = 0.0, batchnorm: bool = False) -> None:
         super().__init__()
+        dropout = _check_dropout(dropout)
         layers: list[nn.Module] = []
         c = in_channels
         for k in channels:
-            layers += [nn.Conv2d(c, k, kernel_size=3, padding=1), _activation(activation)]
+            layers.append(nn.Conv2d(c, k, kernel_size=3, padding=1))
+            if batchnorm:
+                layers.append(nn.BatchNorm2d(k))
+            layers.append(_activation(activation))
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
             c = k
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(c, n_classes)
