@@ -7,13 +7,12 @@ Subcommands: ``train``, ``hessian``, ``scan``, ``demo`` (train + hessian + scan:
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .config import load_config
+from .config import RunConfig, load_config
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,11 +28,13 @@ def _parser() -> argparse.ArgumentParser:
     for name, text in helps.items():
         s = sub.add_parser(name, help=text, description=text)
         s.add_argument("--config", type=Path, default=None, help="TOML config (default: bundled default.toml)")
-        s.add_argument("--out", type=Path, default=Path("runs/default"), help="output directory")
+        s.add_argument("--out", type=Path, default=Path("runs/default"), help="output directory (a run directory: one "
+                       "qlandscape process at a time; a second one on it exits with an error naming the first's pid)")
         s.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="override a config value, e.g. --set hessian.top_k=3 (repeatable)")
         s.add_argument("--no-progress", action="store_true", help="disable progress bars")
-        s.add_argument("--force", action="store_true", help="recompute results even if present")
+        s.add_argument("--force", action="store_true", help="recompute every result the command "
+                       "depends on, training included, even if present")
         if name == "compare":
             s.add_argument("--fast", action="store_true", help="small settings that finish in well under a minute on "
                            "2 CPU cores (digits subset, 11x11 scans, fewer probes)")
@@ -52,11 +53,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"qlandscape: configuration error: {exc}", file=sys.stderr)
         return 2
+    from .rundir import RunDirBusy, RunDirError, open_rundir, write_json
+    out: Path = args.out
+    try:
+        with open_rundir(out):  # checked and locked before any work; held until the command is done
+            write_json(out / "config.json", cfg.to_dict())
+            return _run(args, cfg, out)
+    except RunDirBusy as exc:
+        print(f"qlandscape: error: {exc}", file=sys.stderr)
+        return 1
+    except RunDirError as exc:
+        print(f"qlandscape: error: --out: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, cfg: RunConfig, out: Path) -> int:
+    """The command's work, in the locked run directory ``out``."""
     from . import pipeline
     from .quantum.devices import DeviceUnavailableError
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     progress = not args.no_progress
     try:
         if args.command == "compare":

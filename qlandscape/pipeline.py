@@ -1,29 +1,34 @@
 """The jobs behind the CLI: train (or reuse) a model, then Hessian analysis and scans.
 
-Every step writes its result atomically into the output directory together with the digest
-of the configuration sections it depends on; a rerun with the same configuration reuses
-finished steps (so an interrupted job resumes), a changed configuration recomputes them.
+Every step writes its result atomically into the output directory, then a stamp recording the
+configuration values it read, the steps it built on and the checksums of its files
+(:mod:`qlandscape.rundir`); a rerun reuses a finished step while all of those hold (so an interrupted
+job resumes) and recomputes it, with one log line saying why, when any does not.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Mapping, Optional, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from .config import PATCH_KINDS, RunConfig
+from .config import OBJECTIVE_LOSSES, PATCH_KINDS, RANDOM_DIRECTIONS, RunConfig
+from .configview import ConfigReads, recorder_of
 from .curvature import DensityResult, EigResult, TraceResult, hessian_eigs, hessian_trace, spectral_density
 from .data import Dataset, load_digits
 from .landscape import LandscapeScan, eigenvector_directions, pca_directions, random_direction, scan_1d, scan_2d
+from .losses import LossFunction, LossSpec
 from .models import MLP, PatchMLP, SmallCNN
 from .objective import Objective
-from .results import Result, atomic_write_bytes
+from .results import Result, ResultFileError
+from .rundir import Drawers, RunDir, Stamp, atomic_write_bytes, open_rundir
 from .train import TrainResult, train
 
 log = logging.getLogger("qlandscape")
@@ -63,9 +68,9 @@ def build_model(cfg: RunConfig, ds: Dataset) -> nn.Module:
     m = cfg.model
     torch.manual_seed(m.seed)
     if m.kind == "mlp":
-        return MLP(ds.n_features, m.hidden, ds.n_classes, m.activation)
+        return MLP(ds.n_features, m.hidden, ds.n_classes, m.activation, dropout=m.dropout, batchnorm=m.batchnorm)
     if m.kind == "cnn":
-        return SmallCNN(1, m.channels, ds.n_classes, m.activation)
+        return SmallCNN(1, m.channels, ds.n_classes, m.activation, dropout=m.dropout, batchnorm=m.batchnorm)
     if m.kind == "patch_qnn":
         return build_patch_qnn(cfg, ds)
     if m.kind == "patch_mlp":
@@ -95,63 +100,186 @@ def model_info(model: nn.Module) -> dict[str, Any]:
     return info
 
 
-def _stamp_ok(path: Path, digest: str) -> bool:
-    meta = path.with_suffix(".json")
-    if not meta.is_file() or not path.with_suffix(".npz").is_file():
-        return False
+def _load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """``torch.load(path, weights_only=True)``; an unreadable file is a :class:`ResultFileError`
+    (torch's own message would suggest unpickling it with ``weights_only=False``)."""
     try:
-        stored = json.loads(meta.read_text())
-    except json.JSONDecodeError:
-        return False
-    # results keep the digest in their provenance, a TrainResult in its config
-    return digest in (stored.get("provenance", {}).get("config_digest"),
-                      stored.get("config", {}).get("config_digest"))
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except FileNotFoundError:
+        raise ResultFileError(f"{path} is missing") from None
+    except Exception:  # noqa: BLE001 - RuntimeError, UnpicklingError, EOFError, ...: all mean "not weights"
+        raise ResultFileError(f"{path} is not a readable state dict (truncated or corrupted)") from None
+    if not isinstance(state, dict):
+        raise ResultFileError(f"{path} does not hold a state dict")
+    return state
+
+
+def _train_step(rd: RunDir, cfg: RunConfig, progress: bool,
+                force: bool) -> tuple[tuple[nn.Module, TrainResult, Dataset], Stamp]:
+    """The ``train`` step in an open run directory; also returns its stamp (whose identity keys
+    every downstream step)."""
+    weights = rd.path / "model.pt"
+
+    def compute(c: RunConfig) -> tuple[nn.Module, TrainResult, Dataset]:
+        ds = build_dataset(c)
+        model = build_model(c, ds)
+        t = c.train
+        trained, result = train(model, ds, epochs=t.epochs, lr=t.lr, optimizer=t.optimizer,  # type: ignore[arg-type]
+                                momentum=t.momentum, weight_decay=t.weight_decay, batch_size=t.batch_size,
+                                record_every=t.record_every, seed=t.seed, progress=progress)
+        return trained, result, ds
+
+    def save(value: tuple[nn.Module, TrainResult, Dataset], key: str) -> None:
+        trained, result, _ = value
+        result.config["config_digest"] = key
+        result.config["model_info"] = model_info(trained)
+        buf = io.BytesIO()
+        torch.save(trained.state_dict(), buf)
+        atomic_write_bytes(weights, buf.getvalue())
+        result.save(rd.path / "train")
+        log.info("trained %s: train loss %.4g, test accuracy %.3f", type(trained).__name__,
+                 result.train_loss[-1], result.test_metric[-1])
+
+    def load() -> tuple[nn.Module, TrainResult, Dataset]:
+        ds = build_dataset(cfg)
+        model = build_model(cfg, ds)
+        try:
+            model.load_state_dict(_load_weights(weights))
+        except RuntimeError as exc:  # shapes or names that do not fit the configured model
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ResultFileError(f"{weights} does not fit the configured model ({first})") from None
+        model.eval()
+        return model, TrainResult.load(rd.path / "train"), ds
+
+    return _step(rd, "train", cfg, outputs=("model.pt", "train.npz", "train.json"), upstream={}, force=force,
+                 compute=compute, save=save, load=load)
 
 
 def ensure_trained(cfg: RunConfig, out: Path, progress: bool = True,
                    force: bool = False) -> tuple[nn.Module, TrainResult, Dataset]:
-    """Train the configured model, or reuse ``out/model.pt`` trained with the same config."""
-    ds = build_dataset(cfg)
-    model = build_model(cfg, ds)
-    digest = cfg.digest(*model_sections(cfg), "train")
-    weights = out / "model.pt"
-    if not force and weights.is_file() and _stamp_ok(out / "train", digest):
-        model.load_state_dict(torch.load(weights, weights_only=True))
-        model.eval()
-        log.info("reusing trained model %s (config digest %s)", weights, digest)
-        return model, TrainResult.load(out / "train"), ds
-    t = cfg.train
-    trained, result = train(model, ds, epochs=t.epochs, lr=t.lr, optimizer=t.optimizer,  # type: ignore[arg-type]
-                            momentum=t.momentum, weight_decay=t.weight_decay, batch_size=t.batch_size,
-                            record_every=t.record_every, seed=t.seed, progress=progress)
-    result.config["config_digest"] = digest
-    result.config["model_info"] = model_info(trained)
-    buf = io.BytesIO()
-    torch.save(trained.state_dict(), buf)
-    atomic_write_bytes(weights, buf.getvalue())
-    result.save(out / "train")
-    log.info("trained %s: train loss %.4g, test accuracy %.3f", type(trained).__name__,
-             result.train_loss[-1], result.test_metric[-1])
-    return trained, result, ds
+    """Train the configured model, or reuse ``out/model.pt`` trained from the same configuration values.
+
+    ``force`` retrains, once per run-directory session (a command that trains and then analyses
+    trains once).
+    """
+    with open_rundir(out) as rd:
+        value, _ = _train_step(rd, cfg, progress, force)
+    return value
+
+
+def _one_hot_targets(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.one_hot(y.long(), out.shape[-1]).to(out.dtype)
+
+
+def _mse_one_hot(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return (out - _one_hot_targets(out, y)).square().mean(dim=-1)
+
+
+def _bce_one_hot(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.binary_cross_entropy_with_logits(
+        out, _one_hot_targets(out, y), reduction="none").mean(dim=-1)
+
+
+def _accuracy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return (out.argmax(dim=-1) == y).to(out.dtype)
+
+
+def build_loss(name: str) -> LossSpec:
+    """The per-sample loss of ``objective.loss`` for the pipeline's models (logits ``(B, C)``, integer
+    labels ``(B,)``).
+
+    Parameters
+    ----------
+    name : {"cross_entropy", "mse", "bce_with_logits"}
+        Cross-entropy of the logits; the squared error of the logits against one-hot targets, averaged
+        over the ``C`` classes (``F.mse_loss(logits, one_hot(y))`` per sample); or one-vs-rest binary
+        cross-entropy of the logits against one-hot targets, averaged over the classes. The last two
+        report argmax accuracy as their metric.
+
+    Returns
+    -------
+    str or LossFunction
+        Something :class:`~qlandscape.objective.Objective` accepts as ``loss``.
+    """
+    if name == "cross_entropy":
+        return name
+    if name == "mse":
+        return LossFunction("mse_one_hot", _mse_one_hot, _accuracy)
+    if name == "bce_with_logits":
+        return LossFunction("bce_with_logits_one_hot", _bce_one_hot, _accuracy)
+    raise ValueError(f"objective.loss must be one of {list(OBJECTIVE_LOSSES)}, got {name!r}")
 
 
 def build_objective(cfg: RunConfig, model: nn.Module, ds: Dataset) -> Objective:
+    """The ``[objective]`` loss (:func:`build_loss`) of ``model`` on the configured split of ``ds``;
+    fixed train-mode Dropout masks are seeded by ``hessian.seed``."""
     o = cfg.objective
-    if o.split not in ("train", "test"):
-        raise ValueError(f"objective.split must be 'train' or 'test', got {o.split!r}")
-    if o.dtype not in _DTYPES:
-        raise ValueError(f"objective.dtype must be one of {sorted(_DTYPES)}, got {o.dtype!r}")
-    return Objective(model, "cross_entropy", ds.train if o.split == "train" else ds.test,
+    return Objective(model, build_loss(o.loss), ds.train if o.split == "train" else ds.test,
                      reduction=o.reduction, mode=o.mode, dtype=_DTYPES[o.dtype],  # type: ignore[arg-type]
                      params=list(o.params) if o.params else None, batch_size=o.batch_size,
-                     seed=cfg.hessian.seed)
+                     dropout=o.dropout, seed=cfg.hessian.seed)  # type: ignore[arg-type]
 
 
-def _cached(path: Path, cls: type, digest: str, force: bool) -> Optional[Any]:
-    if not force and _stamp_ok(path, digest):
-        log.info("reusing %s (config digest %s)", path.name, digest)
-        return cls.load(path)
-    return None
+T = TypeVar("T")
+
+
+def _step(rd: RunDir, step: str, cfg: RunConfig, *, outputs: tuple[str, ...], upstream: Mapping[str, str],
+          force: bool, compute: Callable[[RunConfig], T], save: Callable[[T, str], None], load: Callable[[], T],
+          figures: Optional[Callable[[T, RunConfig], Drawers]] = None,
+          figure_names: tuple[str, ...] = ()) -> tuple[T, Stamp]:
+    """Reuse or compute one step of the pipeline (see :mod:`qlandscape.rundir`).
+
+    Parameters
+    ----------
+    rd : RunDir
+        The open run directory.
+    step : str
+        Its name (the stamp's name).
+    cfg : RunConfig
+        The configuration; ``compute`` and ``figures`` get a view of it that records what they read.
+    outputs : tuple of str
+        The files ``save`` writes, relative to the run directory.
+    upstream : mapping
+        Identity of each earlier step whose output ``compute`` uses.
+    force : bool
+        Recompute, unless this session already computed the step.
+    compute, save, load
+        ``compute(cfg_view)`` makes the value, ``save(value, key)`` writes ``outputs`` (``key``: the
+        digest of the values read, for the files' own provenance), ``load()`` reads them back (raising
+        :class:`~qlandscape.results.ResultFileError` when they are unusable).
+    figures : callable, optional
+        ``figures(value, cfg_view)``: the figures of the step, drawn after saving, and redrawn from the
+        stored value when missing.
+    figure_names : tuple of str
+        Every figure the step may draw under any configuration: deleted before it recomputes.
+
+    Returns
+    -------
+    value, Stamp
+    """
+    if not (force and step not in rd.fresh):
+        stamp = rd.check(step, cfg, upstream, outputs)
+        if stamp is not None:
+            try:
+                value = load()
+            except ResultFileError as exc:
+                log.warning("%s; recomputing %s", exc, step)
+            else:
+                log.info("reusing %s (config digest %s)", step, stamp.key)
+                if figures is not None:
+                    stamp = rd.draw(stamp, functools.partial(figures, value), cfg)
+                return value, stamp
+    rd.begin(step, figure_names)
+    rec = ConfigReads(cfg)
+    value = compute(rec.typed_view(RunConfig))
+    key = Stamp(step, rec.reads, dict(upstream), {}).key
+    save(value, key)
+    stamp = rd.stamp_files(step, outputs, rec.reads, upstream)
+    rd.commit(stamp)
+    rd.fresh.add(step)
+    if figures is not None:
+        stamp = rd.draw(stamp, functools.partial(figures, value), cfg, redraw=True)
+    return value, stamp
 
 
 def _save(result: Result, path: Path, digest: str, info: Optional[dict[str, Any]] = None) -> None:
@@ -161,53 +289,76 @@ def _save(result: Result, path: Path, digest: str, info: Optional[dict[str, Any]
     result.save(path)
 
 
+R = TypeVar("R", bound=Result)
+
+
+def _result_step(rd: RunDir, step: str, cls: type[R], cfg: RunConfig, upstream: Mapping[str, str], force: bool,
+                 info: dict[str, Any], compute: Callable[[RunConfig], R],
+                 figures: Optional[Callable[[R, RunConfig], Drawers]] = None,
+                 figure_names: tuple[str, ...] = ()) -> R:
+    """:func:`_step` for a :class:`Result` stored as ``<step>.npz`` + ``<step>.json``."""
+    path = rd.path / step
+    value, _ = _step(rd, step, cfg, outputs=(f"{step}.npz", f"{step}.json"), upstream=upstream, force=force,
+                     compute=compute, save=lambda res, key: _save(res, path, key, info),
+                     load=lambda: cls.load(path), figures=figures, figure_names=figure_names)
+    return value
+
+
 def run_hessian(cfg: RunConfig, out: Path, progress: bool = True, force: bool = False) -> dict[str, Result]:
-    """Top-k eigenpairs, trace and spectral density of the trained model's Hessian."""
-    model, _, ds = ensure_trained(cfg, out, progress, force=False)
-    digest = cfg.digest(*model_sections(cfg), "train", "objective", "hessian")
-    h = cfg.hessian
-    info = model_info(model)
-    results: dict[str, Result] = {}
-    shared: list[Objective] = []
+    """Top-k eigenpairs, trace and spectral density of the trained model's Hessian (three steps,
+    ``hessian_eigs``, ``hessian_trace`` and ``hessian_density``, each reused on its own).
 
-    def objective() -> Objective:  # built once, on first need: its cached graph serves all three
-        if not shared:
-            shared.append(build_objective(cfg, model, ds))
-        return shared[0]
+    ``force`` recomputes them and the training they depend on.
+    """
+    with open_rundir(out) as rd:
+        (model, _, ds), trained = _train_step(rd, cfg, progress, force)
+        upstream = {"train": trained.identity}
+        info = model_info(model)
+        shared: list[tuple[Objective, ConfigReads]] = []
 
-    eig = _cached(out / "hessian_eigs", EigResult, digest, force)
-    if eig is None:
-        eig = hessian_eigs(objective(), k=h.top_k, which=h.which, method=h.eig_method,  # type: ignore[arg-type]
-                           tol=h.tol, seed=h.seed, progress=progress)
-        _save(eig, out / "hessian_eigs", digest, info)
-    results["eigs"] = eig
-    tr = _cached(out / "hessian_trace", TraceResult, digest, force)
-    if tr is None:
-        tr = hessian_trace(objective(), method=h.trace_method,  # type: ignore[arg-type]
-                           n_probes=h.trace_probes, seed=h.seed, progress=progress)
-        _save(tr, out / "hessian_trace", digest, info)
-    results["trace"] = tr
-    dens = _cached(out / "hessian_density", DensityResult, digest, force)
-    if dens is None:
-        dens = spectral_density(objective(), n_probes=h.density_probes,
-                                n_steps=h.density_steps, seed=h.seed, progress=progress)
-        _save(dens, out / "hessian_density", digest, info)
-        from .landscape.plot import save_figure
-        save_figure(dens.plot(), str(out / "hessian_density.png"))
-    results["density"] = dens
-    return results
+        def objective(c: RunConfig) -> Objective:
+            """Built once, on first need (its cached graph serves all three steps); every step that
+            uses it is keyed by the configuration values that building it read."""
+            if not shared:
+                rec = ConfigReads(cfg)
+                shared.append((build_objective(rec.typed_view(RunConfig), model, ds), rec))
+            recorder_of(c).merge(shared[0][1])
+            return shared[0][0]
+
+        def eigs(c: RunConfig) -> EigResult:
+            h = c.hessian
+            return hessian_eigs(objective(c), k=h.top_k, which=h.which, method=h.eig_method,  # type: ignore[arg-type]
+                                tol=h.tol, seed=h.seed, progress=progress)
+
+        def trace(c: RunConfig) -> TraceResult:
+            h = c.hessian
+            return hessian_trace(objective(c), method=h.trace_method,  # type: ignore[arg-type]
+                                 n_probes=h.trace_probes, seed=h.seed, progress=progress)
+
+        def density(c: RunConfig) -> DensityResult:
+            h = c.hessian
+            return spectral_density(objective(c), n_probes=h.density_probes, n_steps=h.density_steps,
+                                    seed=h.seed, progress=progress)
+
+        def density_figures(res: DensityResult, c: RunConfig) -> Drawers:
+            return {"hessian_density.png": res.plot}
+
+        return {
+            "eigs": _result_step(rd, "hessian_eigs", EigResult, cfg, upstream, force, info, eigs),
+            "trace": _result_step(rd, "hessian_trace", TraceResult, cfg, upstream, force, info, trace),
+            "density": _result_step(rd, "hessian_density", DensityResult, cfg, upstream, force, info, density,
+                                    figures=density_figures, figure_names=("hessian_density.png",)),
+        }
 
 
 def scan_directions(cfg: RunConfig, objective: Objective, trajectory: Optional[np.ndarray],
                     progress: bool = True) -> tuple[list[torch.Tensor], dict[str, Any], Optional[np.ndarray]]:
     """Directions for the configured scan, a description of them, and (for PCA) the
     trajectory's coordinates in the scan plane."""
-    s = cfg.scan
-    if s.dims not in (1, 2):
-        raise ValueError(f"scan.dims must be 1 or 2, got {s.dims}")
+    s = cfg.scan  # ScanConfig has checked dims (1 or 2) and the direction kind
     info: dict[str, Any] = {"directions": s.directions, "seed": s.seed}
     coords = None
-    if s.directions in ("filter", "layer", "model", "unit", "none"):
+    if s.directions in RANDOM_DIRECTIONS:
         dirs = [random_direction(objective.space, objective.theta0, normalization=s.directions,  # type: ignore[arg-type]
                                  one_d=s.one_d, seed=s.seed + i) for i in range(s.dims)]  # type: ignore[arg-type]
         info.update(normalization=s.directions, one_d=s.one_d)
@@ -225,9 +376,9 @@ def scan_directions(cfg: RunConfig, objective: Objective, trajectory: Optional[n
         info.update(explained_variance_ratio=pca.explained_variance_ratio.tolist())
         coords = pca.coords
     else:
-        raise ValueError(f"unknown scan.directions {s.directions!r}; use filter, layer, model, unit, "
+        raise ValueError(f"unknown scan.directions {s.directions!r}; use filter, layer, model, unit, none, "
                          "eigenvector or pca")
-    if s.dims == 2 and s.directions in ("filter", "layer", "model", "unit", "none"):
+    if s.dims == 2 and s.directions in RANDOM_DIRECTIONS:
         info["cosine_d1_d2"] = float(torch.nn.functional.cosine_similarity(dirs[0], dirs[1], dim=0))
     return dirs, info, coords
 
@@ -254,33 +405,44 @@ def trajectory_spans(coords: np.ndarray, margin: float) -> list[tuple[float, flo
     return spans
 
 
+def _scan_figures(name: str, trajectory: np.ndarray, res: LandscapeScan, cfg: RunConfig) -> Drawers:
+    """``<name>.png`` (curve or contours, a PCA scan with its trajectory) and, in 2D, ``<name>_surface.png``."""
+    log_plot = cfg.scan.log_plot
+    if res.loss.ndim == 1:
+        return {f"{name}.png": res.plot}
+
+    def contour() -> Any:
+        from .landscape.plot import plot_contour
+        coords = pca_directions(trajectory, k=2).coords if res.info.get("directions") == "pca" else None
+        return plot_contour(res, log=log_plot, trajectory=coords)
+
+    return {f"{name}.png": contour, f"{name}_surface.png": lambda: res.plot_surface(log=log_plot)}
+
+
 def run_scan(cfg: RunConfig, out: Path, progress: bool = True, force: bool = False,
              name: str = "scan") -> LandscapeScan:
-    """1D or 2D loss-landscape scan of the trained model; writes ``out/<name>.{npz,json}`` and PNGs."""
-    model, tr, ds = ensure_trained(cfg, out, progress, force=False)
-    digest = cfg.digest(*model_sections(cfg), "train", "objective", "scan")
-    s = cfg.scan
-    cached = _cached(out / name, LandscapeScan, digest, force)
-    if cached is not None:
-        return cached
-    objective = build_objective(cfg, model, ds)
-    dirs, info, coords = scan_directions(cfg, objective, tr.trajectory, progress)
-    spans: list[tuple[float, float]] = [(-s.span, s.span)] * s.dims
-    if s.span_mode == "trajectory":
-        assert coords is not None
-        spans = trajectory_spans(coords, s.margin)
-        info.update(span_mode="trajectory", margin=s.margin, spans=[list(sp) for sp in spans])
-    if s.dims == 1:
-        res = scan_1d(objective, dirs[0], span=spans[0], n_points=s.n_points, float32=s.float32,
-                      info=info, progress=progress)
-    else:
-        res = scan_2d(objective, dirs[0], dirs[1], span=(spans[0], spans[1]), n_points=s.n_points,
-                      float32=s.float32, info=info, progress=progress)
-    _save(res, out / name, digest, model_info(model))
-    from .landscape.plot import plot_contour, save_figure
-    if s.dims == 2:
-        save_figure(plot_contour(res, log=s.log_plot, trajectory=coords), str(out / f"{name}.png"))
-        save_figure(res.plot_surface(log=s.log_plot), str(out / f"{name}_surface.png"))
-    else:
-        save_figure(res.plot(), str(out / f"{name}.png"))
-    return res
+    """1D or 2D loss-landscape scan of the trained model; writes ``out/<name>.{npz,json}`` and PNGs.
+
+    ``force`` recomputes it and the training it depends on.
+    """
+    with open_rundir(out) as rd:
+        (model, tr, ds), trained = _train_step(rd, cfg, progress, force)
+
+        def compute(cfg: RunConfig) -> LandscapeScan:
+            s = cfg.scan
+            objective = build_objective(cfg, model, ds)
+            dirs, info, coords = scan_directions(cfg, objective, tr.trajectory, progress)
+            spans: list[tuple[float, float]] = [(-s.fixed_span(), s.fixed_span())] * s.dims
+            if s.resolved_span_mode() == "trajectory":
+                assert coords is not None
+                spans = trajectory_spans(coords, s.margin)
+                info.update(span_mode="trajectory", margin=s.margin, spans=[list(sp) for sp in spans])
+            if s.dims == 1:
+                return scan_1d(objective, dirs[0], span=spans[0], n_points=s.n_points, float32=s.float32,
+                               info=info, progress=progress)
+            return scan_2d(objective, dirs[0], dirs[1], span=(spans[0], spans[1]), n_points=s.n_points,
+                           float32=s.float32, info=info, progress=progress)
+
+        return _result_step(rd, name, LandscapeScan, cfg, {"train": trained.identity}, force, model_info(model),
+                            compute, figures=functools.partial(_scan_figures, name, tr.trajectory),
+                            figure_names=(f"{name}.png", f"{name}_surface.png"))

@@ -23,7 +23,7 @@ from .config import RunConfig
 from .curvature import DensityResult, EigResult, TraceResult
 from .landscape import LandscapeScan, pca_directions
 from .pipeline import ensure_trained, run_hessian, run_scan
-from .results import atomic_write_bytes
+from .rundir import atomic_write_bytes, open_rundir, png_bytes, write_json
 from .train import TrainResult
 
 log = logging.getLogger("qlandscape")
@@ -97,14 +97,14 @@ def run_model(cfg: RunConfig, out: Path, progress: bool = True, force: bool = Fa
         ``{"train": TrainResult, "eigs", "trace", "density", "landscape_pca", "landscape_random",
         "wall_s": seconds spent in this call}`` (results are reloaded from ``out`` when cached).
     """
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     start = time.perf_counter()
-    _, tr, _ = ensure_trained(cfg, out, progress, force=force)
-    res: dict[str, Any] = {"train": tr}
-    res.update(run_hessian(cfg, out, progress, force=force))
-    for name, scfg in scan_configs(cfg).items():
-        res[name] = run_scan(scfg, out, progress, force=force, name=name)
+    with open_rundir(out):  # one session: ``force`` retrains once, not once per step
+        write_json(out / "config.json", cfg.to_dict())
+        _, tr, _ = ensure_trained(cfg, out, progress, force=force)
+        res: dict[str, Any] = {"train": tr}
+        res.update(run_hessian(cfg, out, progress, force=force))
+        for name, scfg in scan_configs(cfg).items():
+            res[name] = run_scan(scfg, out, progress, force=force, name=name)
     res["wall_s"] = time.perf_counter() - start
     return res
 
@@ -166,43 +166,68 @@ def _pair_axes(title: str) -> tuple[Any, list[Any]]:
     return fig, list(axes)
 
 
-def _save(fig: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
-    fig.tight_layout()
-    fig.savefig(str(path), dpi=110)
-    plt.close(fig)
-
-
 def _label(kind: str, entry: dict[str, Any]) -> str:
     return f"{kind} ({entry['n_params']} params)"
 
 
 def write_figures(out: Path, results: dict[str, dict[str, Any]], entries: dict[str, dict[str, Any]]) -> list[str]:
-    """``density.png``, ``landscape_pca.png``, ``landscape_random.png`` and ``learning_curves.png``."""
-    from .landscape.plot import plot_contour, plot_density
+    """``density.png``, ``landscape_pca.png``, ``landscape_random.png`` and ``learning_curves.png``.
 
+    Returns
+    -------
+    list of str
+        The figures written. One that fails to draw is logged (one line), left out, and any older
+        file of that name deleted, so the report never links a stale picture.
+    """
+    drawers = {"density.png": lambda: _density_figure(results, entries),
+               "landscape_pca.png": lambda: _scan_figure("landscape_pca", results, entries),
+               "landscape_random.png": lambda: _scan_figure("landscape_random", results, entries),
+               "learning_curves.png": lambda: _learning_curves_figure(results)}
+    written = []
+    for name in PLOTS:
+        try:
+            data = png_bytes(drawers[name](), dpi=110)
+        except Exception as exc:  # noqa: BLE001 - a figure must never cost the report
+            (out / name).unlink(missing_ok=True)
+            log.warning("could not draw %s (%s: %s); the report leaves it out", out / name, type(exc).__name__,
+                        str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+            continue
+        atomic_write_bytes(out / name, data)
+        written.append(name)
+    return written
+
+
+def _density_figure(results: dict[str, dict[str, Any]], entries: dict[str, dict[str, Any]]) -> Any:
+    from .landscape.plot import plot_density
     fig, axes = _pair_axes("Hessian spectral density (SLQ, Gaussian-smoothed)")
     for ax, kind in zip(axes, KINDS):
         plot_density(results[kind]["density"], ax=ax)
         ax.set_title(_label(kind, entries[kind]))
-    _save(fig, out / "density.png")
+    return fig
 
-    for name, title in (("landscape_pca", "training loss in the trajectory-PCA plane (path: white)"),
-                        ("landscape_random", "training loss in filter-normalized random directions")):
-        fig, axes = _pair_axes(title)
-        for ax, kind in zip(axes, KINDS):
-            coords = None
-            if name == "landscape_pca":
-                coords = pca_directions(results[kind]["train"].trajectory, k=2).coords
-            plot_contour(results[kind][name], ax=ax, trajectory=coords)
-            evr = entries[kind]["scans"][name].get("explained_variance_ratio")
-            extra = f", PC var {evr[0]:.2f}/{evr[1]:.2f}" if evr else ""
-            ax.set_title(_label(kind, entries[kind]) + extra)
-            if name == "landscape_pca":
-                ax.set_xlabel("PC1")
-                ax.set_ylabel("PC2")
-        _save(fig, out / f"{name}.png")
 
+_SCAN_TITLES = {"landscape_pca": "training loss in the trajectory-PCA plane (path: white)",
+                "landscape_random": "training loss in filter-normalized random directions"}
+
+
+def _scan_figure(name: str, results: dict[str, dict[str, Any]], entries: dict[str, dict[str, Any]]) -> Any:
+    from .landscape.plot import plot_contour
+    fig, axes = _pair_axes(_SCAN_TITLES[name])
+    for ax, kind in zip(axes, KINDS):
+        coords = None
+        if name == "landscape_pca":
+            coords = pca_directions(results[kind]["train"].trajectory, k=2).coords
+        plot_contour(results[kind][name], ax=ax, trajectory=coords)
+        evr = entries[kind]["scans"][name].get("explained_variance_ratio")
+        extra = f", PC var {evr[0]:.2f}/{evr[1]:.2f}" if evr else ""
+        ax.set_title(_label(kind, entries[kind]) + extra)
+        if name == "landscape_pca":
+            ax.set_xlabel("PC1")
+            ax.set_ylabel("PC2")
+    return fig
+
+
+def _learning_curves_figure(results: dict[str, dict[str, Any]]) -> Any:
     fig, axes = _pair_axes("learning curves (full-data loss / accuracy at each epoch)")
     for i, kind in enumerate(KINDS):
         tr: TrainResult = results[kind]["train"]
@@ -215,8 +240,7 @@ def write_figures(out: Path, results: dict[str, dict[str, Any]], entries: dict[s
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.legend()
-    _save(fig, out / "learning_curves.png")
-    return list(PLOTS)
+    return fig
 
 
 # ------------------------------------------------------------------------------------------- report
@@ -319,7 +343,11 @@ def run_compare(cfg: RunConfig, out: Path, *, fast: bool = False, progress: bool
         training settings, ``figures``, ``config_digest``, ``wall_time_s``.
     """
     start = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
+    with open_rundir(out):
+        return _compare(cfg, out, fast, progress, force, start)
+
+
+def _compare(cfg: RunConfig, out: Path, fast: bool, progress: bool, force: bool, start: float) -> dict[str, Any]:
     results: dict[str, dict[str, Any]] = {}
     for kind in KINDS:
         log.info("compare: %s -> %s", kind, out / kind)

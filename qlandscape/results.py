@@ -6,11 +6,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Type, TypeVar, Union
 
 import numpy as np
+
+from .rundir import atomic_write_bytes
+
+__all__ = ["Result", "ResultFileError", "atomic_write_bytes"]
 
 R = TypeVar("R", bound="Result")
 PathLike = Union[str, "os.PathLike[str]"]
@@ -38,19 +42,39 @@ def _unjson(value: Any) -> Any:
     return value
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and rename: a crash never leaves a
-    half-written result behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+class ResultFileError(ValueError):
+    """A stored result file is missing, truncated or not what it claims to be (the message names it)."""
+
+
+def _read_json(path: Path) -> dict[str, Any]:
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        meta = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise ResultFileError(f"{path} is missing") from None
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ResultFileError(f"{path} is not readable JSON (truncated or corrupted: {exc})") from None
+    if not isinstance(meta, dict):
+        raise ResultFileError(f"{path} does not hold a result (a JSON object)")
+    return meta
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an npz archive; anything else (including pickled data) is a :class:`ResultFileError`."""
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(2)
+    except FileNotFoundError:
+        raise ResultFileError(f"{path} is missing") from None
+    except OSError as exc:
+        raise ResultFileError(f"{path} cannot be read: {exc.strerror or exc}") from None
+    if magic != b"PK":  # np.load would take anything else for a pickle
+        raise ResultFileError(f"{path} is not an npz archive (truncated or corrupted)")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        detail = "object arrays are not loaded" if "pickle" in str(exc) else str(exc)
+        raise ResultFileError(f"{path} is not a readable npz archive (truncated or corrupted: {detail})") from None
 
 
 def _base(path: PathLike) -> Path:
@@ -82,14 +106,22 @@ class Result:
 
     @classmethod
     def load(cls: Type[R], path: PathLike) -> R:
-        """Read a result written by :meth:`save`."""
+        """Read a result written by :meth:`save`.
+
+        Raises
+        ------
+        ResultFileError
+            A file is missing, truncated, corrupted or holds another type (never a hint to unpickle).
+        """
         base = _base(path)
-        meta = json.loads(base.with_suffix(".json").read_text())
+        meta = _read_json(base.with_suffix(".json"))
         kind = meta.pop("type", cls.__name__)
         if kind != cls.__name__:
-            raise ValueError(f"{base} holds a {kind}, not a {cls.__name__}")
-        with np.load(base.with_suffix(".npz"), allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
+            raise ResultFileError(f"{base.with_suffix('.json')} holds a {kind}, not a {cls.__name__}")
+        arrays = _read_npz(base.with_suffix(".npz"))
         kwargs = {f.name: arrays[f.name] if f.name in arrays else _unjson(meta.get(f.name))
                   for f in dataclasses.fields(cls) if f.name in arrays or f.name in meta}
-        return cls(**kwargs)
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:  # a required field missing from both files
+            raise ResultFileError(f"{base}.{{npz,json}} do not hold a complete {cls.__name__}: {exc}") from None

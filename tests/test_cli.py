@@ -83,9 +83,11 @@ def test_one_dimensional_scan(tmp_path):
     assert LandscapeScan.load(tmp_path / "scan").loss.shape == (7,)
 
 
-def test_unknown_scan_direction_kind_fails_with_a_message(tmp_path, capsys):
-    assert main(_args("scan", tmp_path, ["scan.directions=spiral"])) == 1
-    assert "unknown scan.directions" in capsys.readouterr().err
+def test_unknown_scan_direction_kind_is_a_configuration_error(tmp_path, capsys):
+    assert main(_args("scan", tmp_path, ["scan.directions=spiral"])) == 2
+    err = capsys.readouterr().err
+    assert "scan.directions must be one of" in err and "'spiral'" in err and "'pca'" in err
+    assert not (tmp_path / "model.pt").exists()
 
 
 def test_cnn_model_runs_through_the_pipeline(tmp_path):
