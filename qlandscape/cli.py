@@ -50,6 +50,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         overrides = compare_overrides(args.fast) + overrides  # the user's --set win
     try:
         cfg = load_config(args.config, overrides)
+        if args.command == "compare":  # both compared configurations are valid before any work
+            from .report import KINDS, model_config
+            for kind in KINDS:
+                model_config(cfg, kind)
     except (ValueError, FileNotFoundError) as exc:
         print(f"qlandscape: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -42,11 +42,6 @@ def build_dataset(cfg: RunConfig) -> Dataset:
                        n_samples=d.n_samples, images=cfg.model.kind == "cnn", seed=d.seed)
 
 
-def model_sections(cfg: RunConfig) -> tuple[str, ...]:
-    """Config sections that define the model (``patch`` only matters for the patch models)."""
-    return ("data", "model", "patch") if cfg.model.kind in PATCH_KINDS else ("data", "model")
-
-
 def build_patch_qnn(cfg: RunConfig, ds: Dataset) -> nn.Module:
     """The ``[patch]`` quantum network for this dataset's image shape and class count.
 

@@ -74,6 +74,15 @@ def test_bad_patch_configuration_is_exit_code_2_with_one_line(tmp_path, capsys, 
         assert key in err and all(w in err for w in words), err
 
 
+@pytest.mark.parametrize("override", ["model.dropout=0.2", "model.batchnorm=true"])
+def test_compare_refuses_options_the_patch_models_lack_before_any_work(tmp_path, capsys, override):
+    out = tmp_path / "run"
+    assert main(["compare", "--fast", "--out", str(out), "--set", override]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and override.split("=")[0] in err and "patch_qnn" in err
+    assert not out.exists()
+
+
 def test_bad_patch_value_in_a_toml_file_is_exit_code_2(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text("[patch]\nn_encodings = 1.5\n")
