@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import OBJECTIVE_LOSSES, PATCH_KINDS, RANDOM_DIRECTIONS, RunConfig
+from .config import OBJECTIVE_LOSSES, RANDOM_DIRECTIONS, RunConfig
 from .configview import ConfigReads, recorder_of
 from .curvature import DensityResult, EigResult, TraceResult, hessian_eigs, hessian_trace, spectral_density
 from .data import Dataset, load_digits
