@@ -138,7 +138,7 @@ def train(model: nn.Module, data: Union[Dataset, tuple[Tensor, Tensor]], *, loss
         for s in range(0, x.shape[0], batch_size):
             idx = perm[s:s + batch_size]
             opt.zero_grad(set_to_none=True)
-            lv = loss_fn.per_sample(model(x[idx]), y[idx]).mean()
+            lv = loss_fn.batch_loss(model(x[idx]), y[idx])  # torch's own reduction (weighted means too)
             if not bool(torch.isfinite(lv)):
                 err = NonFiniteLossError(f"training loss became {float(lv.detach())} at epoch {epoch}, step {step}; "
                                          "lower the learning rate (lr) or check the data")

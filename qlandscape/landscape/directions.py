@@ -15,10 +15,17 @@ Normalizations (``normalization=``)
 1-D parameters (biases, norm-layer scales) under "filter" follow ``one_d=``:
     "zero" (Li et al.'s default ``ignore='biasbn'``: not moved), "filter" (each entry is its
     own filter: ``|d_i| = |theta_i|``), "layer" (rescaled as a whole), "keep" (left raw).
+
+Degenerate cases are not returned silently: a normalized direction that is all zeros (the
+reference weights are zero wherever the direction may move, e.g. a model whose parameters
+are all 1-D under ``one_d="zero"``, or ``"model"`` normalization of ``theta = 0``) raises
+ValueError; a parameter tensor that a relative normalization cannot move because its
+weights are all zero gives a RuntimeWarning naming it; NaN/inf inputs raise ValueError.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Sequence
 
@@ -51,26 +58,59 @@ def normalize_direction(direction: Tensor, theta: Tensor, space: ParamSpace,
     if direction.shape != theta.shape or direction.shape != (space.size,):
         raise ValueError(f"direction {tuple(direction.shape)} and theta {tuple(theta.shape)} must both "
                          f"have shape ({space.size},)")
+    if not bool(torch.isfinite(direction).all()):
+        raise ValueError("the direction contains NaN or inf")
+    if normalization != "none" and not bool(torch.isfinite(theta).all()):
+        raise ValueError("theta contains NaN or inf, so it cannot set the direction's scale")
+    if not bool(direction.ne(0).any()):
+        raise ValueError("the direction is all zeros; no normalization can turn it into a direction")
     d = direction.clone()
     if normalization == "none":
         return d
     if normalization == "unit":
-        return d / d.norm().clamp_min(torch.finfo(d.dtype).tiny)
+        return d / d.norm()
     if normalization == "model":
-        return d * _safe_ratio(theta.norm(), d.norm())
-    for _, sl, shape in space.slices():
+        if not bool(theta.ne(0).any()):
+            raise ValueError("normalization='model' scales the direction to ||theta||, which is 0 here (all weights "
+                             "are zero); use normalization='unit' (coordinates in parameter units)")
+        return d * (theta.norm() / d.norm())
+    unmoved = []
+    for name, sl, shape in space.slices():
         dp, tp = d[sl], theta[sl]
         if normalization == "layer" or (len(shape) <= 1 and one_d == "layer"):
             d[sl] = dp * _safe_ratio(tp.norm(), dp.norm())
         elif len(shape) <= 1:
             if one_d == "zero":
                 d[sl] = 0.0
+                continue
             elif one_d == "filter":
                 d[sl] = dp * _safe_ratio(tp.abs(), dp.abs())
+            else:
+                continue  # "keep": raw
         else:
             df = dp.reshape(shape[0], -1)
             tf = tp.reshape(shape[0], -1)
             d[sl] = (df * _safe_ratio(tf.norm(dim=1), df.norm(dim=1))[:, None]).reshape(-1)
+        if bool(direction[sl].ne(0).any()) and not bool(d[sl].ne(0).any()):
+            unmoved.append(name)
+    if not bool(d.ne(0).any()):
+        only_1d = all(len(shape) <= 1 for shape in space.shapes)
+        why = ("every parameter is 1-D and one_d='zero' leaves 1-D parameters unmoved" if only_1d and one_d == "zero"
+               else f"the weights in theta are zero wherever {normalization!r} normalization may move the direction")
+        raise ValueError(f"the {normalization}-normalized direction is all zeros: {why}. Use normalization='unit' "
+                         "(coordinates in parameter units), or one_d='filter'/'layer'/'keep' to move 1-D parameters")
+    if normalization == "filter" and one_d == "zero":
+        skipped = [(name, n) for (name, _, shape), n in zip(space.slices(), space.numels) if len(shape) <= 1]
+        n_skipped = sum(n for _, n in skipped)
+        if 2 * n_skipped > space.size:
+            warnings.warn(f"one_d='zero' leaves {n_skipped} of {space.size} parameters unmoved (the 1-D tensors "
+                          f"{[name for name, _ in skipped]}), so the scan explores a minority of the model; use "
+                          "one_d='filter' or 'layer', or normalization='unit' (e.g. for rotation angles of a "
+                          "quantum circuit)", RuntimeWarning, stacklevel=2)
+    if unmoved:
+        warnings.warn(f"{normalization}-normalization does not move {unmoved}: their weights in theta are all zero, "
+                      "so the relative scale is 0 (use normalization='unit' to move them)", RuntimeWarning,
+                      stacklevel=2)
     return d
 
 
@@ -84,10 +124,25 @@ def random_direction(space: ParamSpace, theta: Tensor, *, normalization: Normali
 
 def orthogonalize(d2: Tensor, d1: Tensor, keep_norm: bool = True) -> Tensor:
     """``d2`` with its component along ``d1`` removed (Gram-Schmidt); with ``keep_norm`` the
-    result is rescaled to the original ``||d2||`` (which a normalization had chosen)."""
-    out = d2 - (torch.dot(d2, d1) / torch.dot(d1, d1).clamp_min(torch.finfo(d1.dtype).tiny)) * d1
+    result is rescaled to the original ``||d2||`` (which a normalization had chosen).
+
+    Raises
+    ------
+    ValueError
+        If ``d1`` or ``d2`` is zero, or ``d2`` is parallel to ``d1`` to within
+        ``sqrt(eps)`` (what remains is rounding noise, which ``keep_norm`` would blow up into
+        a random-looking direction).
+    """
+    if d1.shape != d2.shape or d1.dim() != 1:
+        raise ValueError(f"d1 and d2 must be vectors of one shape (n,), got {tuple(d1.shape)} and {tuple(d2.shape)}")
+    if not bool(d1.ne(0).any()) or not bool(d2.ne(0).any()):
+        raise ValueError("cannot orthogonalize with a zero direction")
+    out = d2 - (torch.dot(d2, d1) / torch.dot(d1, d1)) * d1
+    if float(out.norm()) <= torch.finfo(d2.dtype).eps ** 0.5 * float(d2.norm()):
+        raise ValueError("d2 is parallel to d1 (what is left after removing the d1 component is rounding noise); "
+                         "choose a different second direction")
     if keep_norm:
-        out = out * _safe_ratio(d2.norm(), out.norm())
+        out = out * (d2.norm() / out.norm())
     return out
 
 
@@ -128,6 +183,8 @@ def pca_directions(trajectory: Sequence[Tensor] | Tensor | np.ndarray, k: int = 
     if traj.dim() != 2:
         traj = torch.stack([torch.as_tensor(t) for t in trajectory])  # type: ignore[union-attr]
     traj = traj.to(torch.float64)
+    if not bool(torch.isfinite(traj).all()):
+        raise ValueError("the trajectory contains NaN or inf")
     if traj.shape[0] < k + 1:
         raise ValueError(f"PCA of {k} directions needs at least {k + 1} checkpoints, got {traj.shape[0]}")
     if center not in ("last", "mean"):
@@ -135,6 +192,14 @@ def pca_directions(trajectory: Sequence[Tensor] | Tensor | np.ndarray, k: int = 
     c = traj[-1] if center == "last" else traj.mean(dim=0)
     M = traj - c
     U, S, Vh = torch.linalg.svd(M, full_matrices=False)
+    # directions beyond the trajectory's rank are arbitrary (any vector orthogonal to it): refuse
+    tol = float(S[0]) * max(M.shape) * torch.finfo(S.dtype).eps if S.numel() else 0.0
+    rank = int((S > tol).sum()) if float(S[0]) > 0 else 0
+    if rank < k:
+        raise ValueError(f"the trajectory's checkpoints (centred at the {center} one) span only {rank} dimension(s), "
+                         f"so {k} principal directions are not defined (the extra ones would be arbitrary); use "
+                         f"k={rank}" + (" or another direction kind" if rank else
+                                        ": all checkpoints are equal; use another direction kind"))
     var = S ** 2
     ratio = (var[:k] / var.sum().clamp_min(torch.finfo(var.dtype).tiny)).numpy()
     dirs = Vh[:k]

@@ -228,7 +228,7 @@ def check_model(model: nn.Module, loss: LossSpec, data: tuple[Tensor, Tensor], *
     add("hvp_symmetric_and_linear", max(sym, lin), max(hvp_tol, 1e-8))
 
     # 6. scan centre == loss
-    d = random_direction(ob.space, theta0, seed=seed)
+    d = random_direction(ob.space, theta0, normalization="unit", seed=seed)  # never zero (filter: 1-D-only models)
     s = scan_1d(ob, d, n_points=3, progress=False)
     add("scan_centre_equals_loss", abs(float(s.loss[1]) - base), 0.0, "exact equality")
 
