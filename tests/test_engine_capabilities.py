@@ -116,7 +116,8 @@ def test_forward_over_reverse_refused_where_torch_func_does_not_run():
 def test_multi_chunk_qnode_objective_uses_double_backward_not_torch_func():
     ob = ql.Objective(torchlayer_model(), "cross_entropy", _data(N_QUBITS), batch_size=2)
     assert isinstance(ob.provider, ReverseOverReverse)
-    ob_mlp = ql.Objective(ql.MLP(2, (3,), 2), "cross_entropy", _data(2), batch_size=2)
+    # several chunks whose graphs do not fit the memory budget: forward-over-reverse where torch.func runs
+    ob_mlp = ql.Objective(ql.MLP(2, (3,), 2), "cross_entropy", _data(2), batch_size=2, memory_budget=0)
     assert isinstance(ob_mlp.provider, ForwardOverReverse)
 
 
