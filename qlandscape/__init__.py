@@ -41,6 +41,7 @@ from .landscape import (
     scan_1d,
     scan_2d,
     symmetric_grid,
+    trajectory_spans,
 )
 from .losses import LossFunction, make_loss
 from .models import MLP, PatchMLP, SmallCNN
@@ -76,7 +77,7 @@ __all__ = [
     "dense_eigs", "EigResult", "hessian_trace", "TraceResult", "spectral_density", "DensityResult",
     # landscape
     "random_direction", "normalize_direction", "orthogonalize", "eigenvector_directions", "pca_directions",
-    "PCAResult", "scan_1d", "scan_2d", "symmetric_grid", "LandscapeScan", "interpolate", "InterpolationResult",
+    "PCAResult", "trajectory_spans", "scan_1d", "scan_2d", "symmetric_grid", "LandscapeScan", "interpolate", "InterpolationResult",
     # models, data, training
     "PatchQNN", "CircuitSpec", "PatchGrid", "PatchMLP", "MLP", "SmallCNN", "Dataset", "load_digits", "train", "TrainResult",
     # results

@@ -23,7 +23,15 @@ from .config import OBJECTIVE_LOSSES, RANDOM_DIRECTIONS, RunConfig
 from .configview import ConfigReads, recorder_of
 from .curvature import DensityResult, EigResult, TraceResult, hessian_eigs, hessian_trace, spectral_density
 from .data import Dataset, load_digits
-from .landscape import LandscapeScan, eigenvector_directions, pca_directions, random_direction, scan_1d, scan_2d
+from .landscape import (
+    LandscapeScan,
+    eigenvector_directions,
+    pca_directions,
+    random_direction,
+    scan_1d,
+    scan_2d,
+    trajectory_spans,
+)
 from .losses import LossFunction, LossSpec
 from .models import MLP, PatchMLP, SmallCNN
 from .objective import Objective
@@ -376,28 +384,6 @@ def scan_directions(cfg: RunConfig, objective: Objective, trajectory: Optional[n
     if s.dims == 2 and s.directions in RANDOM_DIRECTIONS:
         info["cosine_d1_d2"] = float(torch.nn.functional.cosine_similarity(dirs[0], dirs[1], dim=0))
     return dirs, info, coords
-
-
-def trajectory_spans(coords: np.ndarray, margin: float) -> list[tuple[float, float]]:
-    """Per-axis scan ranges covering a trajectory's plane coordinates and the centre.
-
-    Parameters
-    ----------
-    coords : ndarray, shape (T, k)
-        Checkpoint coordinates relative to the scan centre.
-    margin : float
-        Each range ``[lo, hi]`` (including 0) is widened by ``margin * (hi - lo)`` on both sides.
-
-    Returns
-    -------
-    list of (lo, hi), length k
-    """
-    spans = []
-    for c in np.asarray(coords, dtype=np.float64).T:
-        lo, hi = min(float(c.min()), 0.0), max(float(c.max()), 0.0)
-        extent = hi - lo if hi > lo else 1.0
-        spans.append((lo - margin * extent, hi + margin * extent))
-    return spans
 
 
 def _scan_figures(name: str, trajectory: np.ndarray, res: LandscapeScan, cfg: RunConfig) -> Drawers:

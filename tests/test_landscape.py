@@ -211,3 +211,18 @@ def test_scan_results_round_trip_and_plot(tmp_path):
     save_figure(res.plot(), str(tmp_path / "interp.png"))
     for f in ("contour", "surface", "line", "interp"):
         assert (tmp_path / f"{f}.png").stat().st_size > 1000
+
+
+def test_pca_spans_cover_the_trajectory_and_the_centre_with_the_margin():
+    rng = np.random.default_rng(0)
+    traj = np.cumsum(rng.standard_normal((12, 30)), axis=0)
+    pca = pca_directions(traj, k=2)
+    spans = pca.spans(margin=0.25)
+    for (lo, hi), c in zip(spans, pca.coords.T):
+        inner_lo, inner_hi = min(c.min(), 0.0), max(c.max(), 0.0)
+        extent = inner_hi - inner_lo
+        assert lo == pytest.approx(inner_lo - 0.25 * extent, rel=1e-12)
+        assert hi == pytest.approx(inner_hi + 0.25 * extent, rel=1e-12)
+    assert pca.spans(margin=0.0)[0] == (min(pca.coords[:, 0].min(), 0.0), max(pca.coords[:, 0].max(), 0.0))
+    with pytest.raises(ValueError, match="margin"):
+        pca.spans(margin=-0.1)

@@ -25,6 +25,7 @@ weights are all zero gives a RuntimeWarning naming it; NaN/inf inputs raise Valu
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Sequence
@@ -174,6 +175,37 @@ class PCAResult(Result):
     coords: np.ndarray
     center: np.ndarray
     centering: str = "last"
+
+    def spans(self, margin: float = 0.25) -> list[tuple[float, float]]:
+        """Scan ranges per direction that show the whole trajectory and the centre, widened by
+        ``margin`` of their extent on both sides (Kawase 2025's landscape pictures); pass them as
+        ``scan_2d(..., span=pca.spans())``. See :func:`trajectory_spans`."""
+        return trajectory_spans(self.coords, margin)
+
+
+def trajectory_spans(coords: np.ndarray, margin: float) -> list[tuple[float, float]]:
+    """Per-axis scan ranges covering a trajectory's plane coordinates and the centre.
+
+    Parameters
+    ----------
+    coords : ndarray, shape (T, k)
+        Checkpoint coordinates relative to the scan centre.
+    margin : float
+        Each range ``[lo, hi]`` (including 0) is widened by ``margin * (hi - lo)`` on both sides.
+
+    Returns
+    -------
+    list of (lo, hi), length k
+    """
+    if not (isinstance(margin, (int, float)) and not isinstance(margin, bool) and math.isfinite(margin)
+            and margin >= 0):
+        raise ValueError(f"margin must be a finite number >= 0, got {margin!r}")
+    spans = []
+    for c in np.asarray(coords, dtype=np.float64).T:
+        lo, hi = min(float(c.min()), 0.0), max(float(c.max()), 0.0)
+        extent = hi - lo if hi > lo else 1.0
+        spans.append((lo - margin * extent, hi + margin * extent))
+    return spans
 
 
 def pca_directions(trajectory: Sequence[Tensor] | Tensor | np.ndarray, k: int = 2,
