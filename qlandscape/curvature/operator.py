@@ -7,6 +7,7 @@ known spectrum (which is how the routines are tested).
 
 from __future__ import annotations
 
+import zlib
 from typing import Any, Protocol, Union, runtime_checkable
 
 import numpy as np
@@ -109,6 +110,17 @@ def work_since(op: SymmetricOperator, before: dict[str, int]) -> dict[str, int]:
     return counter_diff(op.work(), before)
 
 
+def work_since_all(ops: "tuple[SymmetricOperator, ...] | list[SymmetricOperator]",
+                   before: "list[dict[str, int]]") -> dict[str, int]:
+    """Summed work of several operators (e.g. an objective's Hessian and its float32 copy, which
+    count separately) since the snapshots ``before`` (one per operator)."""
+    total: dict[str, int] = {}
+    for op, b in zip(ops, before):
+        for key, v in work_since(op, b).items():
+            total[key] = total.get(key, 0) + v
+    return total
+
+
 def as_operator(target: Union[Objective, SymmetricOperator, Tensor, np.ndarray]) -> SymmetricOperator:
     """Wrap an objective (its Hessian) or a matrix; pass operators through."""
     if isinstance(target, Objective):
@@ -118,6 +130,75 @@ def as_operator(target: Union[Objective, SymmetricOperator, Tensor, np.ndarray])
     if isinstance(target, SymmetricOperator):
         return target
     raise TypeError(f"expected an Objective, a symmetric operator or a matrix, got {type(target).__name__}")
+
+
+def with_hvp_dtype(op: SymmetricOperator, dtype: torch.dtype) -> SymmetricOperator:
+    """The same operator with its products computed in ``dtype`` (e.g. float32 HVPs of a float64
+    objective). Vectors passed to ``matmat`` are cast down by the operator; callers cast results up.
+
+    Raises
+    ------
+    TypeError
+        For operators whose precision cannot be changed (only objectives' Hessians and explicit
+        matrices can).
+    """
+    if dtype == op.dtype:
+        return op
+    if isinstance(op, HessianOperator):
+        return HessianOperator(op.objective.with_dtype(dtype))
+    if isinstance(op, MatrixOperator):
+        return MatrixOperator(op.A.to(dtype))
+    raise TypeError(f"cannot run the products of a {type(op).__name__} in {dtype}: hvp_dtype needs an "
+                    "Objective (its Hessian) or an explicit matrix")
+
+
+def low_precision_operator(op: SymmetricOperator, hvp_dtype: Any) -> SymmetricOperator:
+    """Resolve an ``hvp_dtype`` argument of the stochastic estimators (trace, density).
+
+    ``"auto"``: float32 products when ``op`` is the Hessian of a float64 objective, else ``op``
+    itself; ``None``: ``op``; a torch dtype: that precision (objectives and matrices only).
+    """
+    if hvp_dtype is None:
+        return op
+    if isinstance(hvp_dtype, str):
+        if hvp_dtype != "auto":
+            raise ValueError(f"hvp_dtype must be 'auto', None or a torch dtype, got {hvp_dtype!r}")
+        auto = isinstance(op, HessianOperator) and op.dtype == torch.float64
+        return with_hvp_dtype(op, torch.float32) if auto else op
+    if not isinstance(hvp_dtype, torch.dtype) or not hvp_dtype.is_floating_point:
+        raise ValueError(f"hvp_dtype must be 'auto', None or a floating torch dtype, got {hvp_dtype!r}")
+    return with_hvp_dtype(op, hvp_dtype)
+
+
+class CastOperator:
+    """``op`` seen in another dtype: ``matmat`` casts its input to ``op``'s dtype and the result
+    back (the products keep ``op``'s precision; vectors and everything around them use ``dtype``).
+    Work counters and provenance are ``op``'s."""
+
+    def __init__(self, op: SymmetricOperator, dtype: torch.dtype) -> None:
+        self.op, self.n, self.dtype, self.device = op, op.n, dtype, op.device
+
+    def matmat(self, V: Tensor) -> Tensor:
+        return self.op.matmat(V.to(self.op.device, self.op.dtype)).to(self.device, self.dtype)
+
+    def work(self) -> dict[str, int]:
+        return self.op.work()
+
+    def provenance(self) -> dict[str, Any]:
+        return self.op.provenance()
+
+
+def estimator_generator(seed: int, estimator: str) -> torch.Generator:
+    """A CPU ``torch.Generator`` for one estimator's random draws, derived from ``seed``.
+
+    Each estimator (``"hutchinson"``, ``"hutch++"``, ``"slq"``, ``"lanczos-verify"``, ...) gets its
+    own stream: ``numpy.random.SeedSequence(seed, spawn_key=(crc32(estimator),))``, so the same
+    ``seed`` gives reproducible draws per estimator that are independent across estimators (SLQ's
+    probes are not Hutchinson's, and a trace cross-check between them is a real check).
+    """
+    key = zlib.crc32(estimator.encode("utf-8"))
+    state = np.random.SeedSequence(int(seed), spawn_key=(key,)).generate_state(1, np.uint64)[0]
+    return torch.Generator(device="cpu").manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF)
 
 
 def dense_matrix(op: SymmetricOperator, block_size: int = 256) -> Tensor:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
@@ -21,7 +21,14 @@ from torch import Tensor
 from ..objective import Objective
 from ..progress import progress_bar
 from ..results import Result
-from .operator import SymmetricOperator, as_operator, work_since
+from .operator import (
+    CastOperator,
+    SymmetricOperator,
+    as_operator,
+    estimator_generator,
+    low_precision_operator,
+    work_since_all,
+)
 
 
 @dataclass
@@ -94,7 +101,7 @@ def gaussian_smoothing(nodes: np.ndarray, weights: np.ndarray, grid: np.ndarray,
 
 def spectral_density(target: Union[Objective, SymmetricOperator, Tensor], *, n_probes: int = 10,
                      n_steps: int = 80, sigma: Optional[float] = None, grid_size: int = 1000,
-                     seed: int = 0, progress: bool = True) -> DensityResult:
+                     seed: int = 0, hvp_dtype: Any = "auto", progress: bool = True) -> DensityResult:
     """Spectral density of the Hessian by stochastic Lanczos quadrature.
 
     Parameters
@@ -109,6 +116,18 @@ def spectral_density(target: Union[Objective, SymmetricOperator, Tensor], *, n_p
     grid_size : int
         Points of the smoothed-density grid spanning ``[lambda_min - 5 sigma, lambda_max + 5 sigma]``.
     seed : int
+        Seeds SLQ's own random stream (:func:`~qlandscape.curvature.operator.estimator_generator`
+        with ``"slq"``): its probes are independent of Hutchinson's for the same seed, so
+        ``trace_estimate`` against :func:`hessian_trace` is a genuine cross-check.
+    hvp_dtype : "auto", torch.dtype or None
+        Precision of the HVPs (recurrences, reorthogonalization and quadrature stay in the
+        target's dtype). ``"auto"``: float32 for a float64 objective. Justification: a float32
+        HVP error ``e`` (measured 3e-6..1e-5 relative on the digits models) moves each node by
+        about ``e * ||H||``, far below the default smoothing width ``(lambda_max - lambda_min) / 200``,
+        and the per-probe trace estimates by far less than their spread over probes (the
+        reported standard error). On the README MLP (10 probes x 80 steps): nodes moved by at
+        most 2.5e-4 sigma, the trace estimate by 5.5e-5 standard errors, 1.6x faster.
+        Recorded as ``provenance["hvp_dtype"]``.
     progress : bool
     """
     op = as_operator(target)
@@ -117,10 +136,13 @@ def spectral_density(target: Union[Objective, SymmetricOperator, Tensor], *, n_p
     n = op.n
     m = min(n_steps, n)
     P = n_probes
-    gen = torch.Generator(device="cpu").manual_seed(seed)
+    gen = estimator_generator(seed, "slq")
     start = time.perf_counter()
-    work0 = op.work()
-    hvp0 = work0.get("hvp", 0)
+    full = op
+    hop = low_precision_operator(op, hvp_dtype)
+    before = [o.work() for o in ((full,) if hop is full else (full, hop))]
+    if hop is not full:
+        op = CastOperator(hop, full.dtype)
     Z = (torch.randint(0, 2, (P, n), generator=gen).to(torch.float64) * 2 - 1).to(op.device, op.dtype)
     # (probes, steps, n): each probe's basis is one contiguous block for its reorthogonalization
     Q = torch.zeros(P, m, n, dtype=op.dtype, device=op.device)
@@ -179,9 +201,11 @@ def spectral_density(target: Union[Objective, SymmetricOperator, Tensor], *, n_p
     grid = np.linspace(lam_min - 5 * sigma, lam_max + 5 * sigma, grid_size)
     density = gaussian_smoothing(nodes, weights, grid, sigma)
     per_probe = n * np.sum(weights * nodes, axis=1)
+    work = work_since_all((full,) if hop is full else (full, hop), before)
     tr_se = float(np.std(per_probe, ddof=1) / math.sqrt(P)) if P > 1 else float("nan")
     return DensityResult(nodes=nodes, weights=weights, lengths=lengths.astype(np.int64), grid=grid,
                          density=density, sigma=float(sigma), lambda_min=lam_min, lambda_max=lam_max,
                          trace_estimate=float(np.mean(per_probe)), trace_stderr=tr_se, n_params=n,
-                         n_hvp=op.work().get("hvp", 0) - hvp0, wall_time_s=time.perf_counter() - start,
-                         provenance=dict(op.provenance(), seed=seed, work=work_since(op, work0)))
+                         n_hvp=work.get("hvp", 0), wall_time_s=time.perf_counter() - start,
+                         provenance=dict(full.provenance(), seed=seed, seed_stream="slq", work=work,
+                                         hvp_dtype=str(hop.dtype).replace("torch.", "")))
