@@ -421,7 +421,7 @@ SCAN_DIRECTIONS: tuple[str, ...] = ("filter", "layer", "model", "unit", "none", 
 RANDOM_DIRECTIONS: tuple[str, ...] = ("filter", "layer", "model", "unit", "none")
 """The random (Gaussian) kinds of ``scan.directions``: the normalization of
 :func:`qlandscape.landscape.random_direction`."""
-SCAN_ONE_D: tuple[str, ...] = ("zero", "filter", "layer", "keep")
+SCAN_ONE_D: tuple[str, ...] = ("auto", "zero", "filter", "layer", "keep")
 SPAN_MODES: tuple[str, ...] = ("auto", "fixed", "trajectory")
 DEFAULT_SPAN: float = 1.0
 """Half-width of a fixed scan when ``scan.span`` is unset."""
@@ -431,7 +431,8 @@ DEFAULT_SPAN: float = 1.0
 class ScanConfig:
     """``dims`` 1 or 2 directions: "filter", "layer", "model", "unit", "none" (random Gaussian, normalized
     so; "none": not at all), "eigenvector" (top Hessian eigenvectors) or "pca" (of the training
-    trajectory); ``one_d`` ("zero", "filter", "layer", "keep"): the random directions' 1-D tensors.
+    trajectory); ``one_d`` ("auto", "zero", "filter", "layer", "keep"): the random directions' 1-D tensors
+    ("auto": "zero" unless 1-D tensors hold most parameters, as in patch circuits, then "layer").
     ``n_points`` >= 2 per axis; ``float32`` evaluation; ``log_plot``; ``seed`` >= 0.
 
     Ranges: ``span_mode`` "fixed" scans ``[-span, span]`` on both axes (``span`` > 0, unset: 1.0);
@@ -442,7 +443,7 @@ class ScanConfig:
 
     dims: int = 2
     directions: str = "filter"
-    one_d: str = "zero"
+    one_d: str = "auto"
     span: Optional[float] = None
     n_points: int = 25
     float32: bool = False

@@ -28,6 +28,7 @@ from .landscape import (
     eigenvector_directions,
     pca_directions,
     random_direction,
+    resolve_one_d,
     scan_1d,
     scan_2d,
     trajectory_spans,
@@ -364,7 +365,7 @@ def scan_directions(cfg: RunConfig, objective: Objective, trajectory: Optional[n
     if s.directions in RANDOM_DIRECTIONS:
         dirs = [random_direction(objective.space, objective.theta0, normalization=s.directions,  # type: ignore[arg-type]
                                  one_d=s.one_d, seed=s.seed + i) for i in range(s.dims)]  # type: ignore[arg-type]
-        info.update(normalization=s.directions, one_d=s.one_d)
+        info.update(normalization=s.directions, one_d=resolve_one_d(objective.space, s.one_d))  # type: ignore[arg-type]
     elif s.directions == "eigenvector":
         eig = hessian_eigs(objective, k=s.dims, tol=cfg.hessian.tol, seed=s.seed, progress=progress)
         dirs = eigenvector_directions(eig, s.dims)

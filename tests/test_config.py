@@ -310,15 +310,17 @@ def test_choice_lists_agree_with_the_functions_that_take_them():
 
 
 def test_unchanged_settings_keep_the_digests_of_results_cached_before_the_new_keys():
-    # digests of the default configuration before model.dropout/batchnorm, objective.loss/dropout
+    # digests of the default configuration (report.json's config_digest) before model.dropout/batchnorm, objective.loss/dropout
     # and scan.span_mode="auto" existed: finished outputs of old runs are still reused
     cfg = RunConfig()
     assert cfg.digest("data", "model", "train") == "0cea0f646ecc9160"
     assert cfg.digest("data", "model", "patch", "train") == "351899fad9e1f924"
     assert cfg.digest("data", "model", "train", "objective", "hessian") == "23ec2cd50f3eeaf5"
-    assert cfg.digest("data", "model", "train", "objective", "scan") == "9aaf3689fc256f28"
+    # scan.one_d's default became "auto" (the same directions for MLPs and CNNs, "layer" for patch circuits),
+    # a new value, so the scan digest changed with it
+    assert cfg.digest("data", "model", "train", "objective", "scan") == "27a0e0bee3a1555b"
     pca = dataclasses.replace(cfg, scan=ScanConfig(directions="pca"))  # auto -> trajectory, as before
-    assert pca.digest("scan") == "7cb9a9ef576085a0"
+    assert pca.digest("scan") == "3f0cd6f7badd5b4e"
     assert load_config(None, ["model.dropout=0.1"]).digest("model") != cfg.digest("model")
     assert load_config(None, ["objective.loss=mse"]).digest("objective") != cfg.digest("objective")
 

@@ -469,7 +469,7 @@ def test_a_filter_normalized_direction_that_is_all_zeros_is_refused():
     space = ParamSpace.from_module(_OnlyVectors())
     theta = space.from_module_values(_OnlyVectors(), torch.float64)
     with pytest.raises(ValueError, match="every parameter is 1-D and one_d='zero'"):
-        random_direction(space, theta)
+        random_direction(space, theta, one_d="zero")
     # the policies that move 1-D tensors give a usable direction (and name the zero bias they cannot move)
     with pytest.warns(RuntimeWarning, match=r"does not move \['bias'\]"):
         d = random_direction(space, theta, one_d="filter")
@@ -504,8 +504,24 @@ def test_most_parameters_left_unmoved_by_one_d_zero_is_warned():
 
     model = Mostly1D()
     space = ParamSpace.from_module(model)
+    theta = space.from_module_values(model, torch.float64)
     with pytest.warns(RuntimeWarning, match=r"leaves 20 of 24 parameters unmoved"):
-        random_direction(space, space.from_module_values(model, torch.float64))
+        random_direction(space, theta, one_d="zero")
+    # the default, one_d="auto", moves such mostly-1-D models (rotation angles) as a whole: "layer"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        auto = random_direction(space, theta, seed=3)
+    torch.testing.assert_close(auto, random_direction(space, theta, one_d="layer", seed=3), rtol=0, atol=0)
+    assert float(auto[4:].norm()) == pytest.approx(float(theta[4:].norm()), rel=1e-12)
+
+
+def test_one_d_auto_keeps_li_et_al_zero_biases_for_ordinary_networks():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3)).double()
+    space = ParamSpace.from_module(model)
+    theta = space.from_module_values(model, torch.float64)
+    torch.testing.assert_close(random_direction(space, theta, seed=1),
+                               random_direction(space, theta, one_d="zero", seed=1), rtol=0, atol=0)
 
 
 def test_normalize_direction_refuses_zero_and_non_finite_input():

@@ -7,10 +7,11 @@ from .directions import (
                          orthogonalize,
                          pca_directions,
                          random_direction,
+                         resolve_one_d,
                          trajectory_spans,
 )
 from .scan import InterpolationResult, LandscapeScan, interpolate, scan_1d, scan_2d, symmetric_grid
 
 __all__ = ["PCAResult", "eigenvector_directions", "normalize_direction", "orthogonalize", "pca_directions",
            "random_direction", "InterpolationResult", "LandscapeScan", "interpolate", "scan_1d", "scan_2d",
-           "symmetric_grid", "trajectory_spans"]
+           "symmetric_grid", "trajectory_spans", "resolve_one_d"]

@@ -14,7 +14,10 @@ Normalizations (``normalization=``)
 
 1-D parameters (biases, norm-layer scales) under "filter" follow ``one_d=``:
     "zero" (Li et al.'s default ``ignore='biasbn'``: not moved), "filter" (each entry is its
-    own filter: ``|d_i| = |theta_i|``), "layer" (rescaled as a whole), "keep" (left raw).
+    own filter: ``|d_i| = |theta_i|``), "layer" (rescaled as a whole), "keep" (left raw), or
+    "auto" (the default): "zero" while 1-D tensors hold at most half of the parameters (biases
+    of ordinary networks), else "layer" (models whose weights are mostly 1-D, such as the
+    rotation-angle vectors of patch quantum circuits, where "zero" would scan a minority).
 
 Degenerate cases are not returned silently: a normalized direction that is all zeros (the
 reference weights are zero wherever the direction may move, e.g. a model whose parameters
@@ -41,7 +44,18 @@ if TYPE_CHECKING:
     from ..curvature import EigResult
 
 Normalization = Literal["filter", "layer", "model", "unit", "none"]
-OneDPolicy = Literal["zero", "filter", "layer", "keep"]
+OneDPolicy = Literal["auto", "zero", "filter", "layer", "keep"]
+ONE_D_POLICIES: tuple[str, ...] = ("auto", "zero", "filter", "layer", "keep")
+
+
+def resolve_one_d(space: ParamSpace, one_d: OneDPolicy) -> OneDPolicy:
+    """``one_d="auto"`` -> "zero" if 1-D tensors hold at most half of the parameters, else "layer"."""
+    if one_d not in ONE_D_POLICIES:
+        raise ValueError(f"unknown one_d policy {one_d!r}; use one of {list(ONE_D_POLICIES)}")
+    if one_d != "auto":
+        return one_d
+    n_1d = sum(n for shape, n in zip(space.shapes, space.numels) if len(shape) <= 1)
+    return "zero" if 2 * n_1d <= space.size else "layer"
 
 
 def _safe_ratio(num: Tensor, den: Tensor) -> Tensor:
@@ -49,13 +63,12 @@ def _safe_ratio(num: Tensor, den: Tensor) -> Tensor:
 
 
 def normalize_direction(direction: Tensor, theta: Tensor, space: ParamSpace,
-                        normalization: Normalization = "filter", one_d: OneDPolicy = "zero") -> Tensor:
+                        normalization: Normalization = "filter", one_d: OneDPolicy = "auto") -> Tensor:
     """Rescale ``direction`` (shape ``(n,)``) relative to ``theta`` (shape ``(n,)``); see module doc."""
     if normalization not in ("filter", "layer", "model", "unit", "none"):
         raise ValueError(f"unknown normalization {normalization!r}; use 'filter', 'layer', 'model', "
                          "'unit' or 'none'")
-    if one_d not in ("zero", "filter", "layer", "keep"):
-        raise ValueError(f"unknown one_d policy {one_d!r}; use 'zero', 'filter', 'layer' or 'keep'")
+    one_d = resolve_one_d(space, one_d)
     if direction.shape != theta.shape or direction.shape != (space.size,):
         raise ValueError(f"direction {tuple(direction.shape)} and theta {tuple(theta.shape)} must both "
                          f"have shape ({space.size},)")
@@ -116,7 +129,7 @@ def normalize_direction(direction: Tensor, theta: Tensor, space: ParamSpace,
 
 
 def random_direction(space: ParamSpace, theta: Tensor, *, normalization: Normalization = "filter",
-                     one_d: OneDPolicy = "zero", seed: int = 0) -> Tensor:
+                     one_d: OneDPolicy = "auto", seed: int = 0) -> Tensor:
     """A Gaussian direction, normalized; deterministic given ``seed``. Shape ``(n,)``."""
     gen = torch.Generator(device="cpu").manual_seed(seed)
     d = torch.randn(space.size, generator=gen, dtype=torch.float64).to(theta.device, theta.dtype)
