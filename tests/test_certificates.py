@@ -236,6 +236,17 @@ def test_float32_trace_is_far_inside_its_standard_error():
     assert r32.n_hvp == 40
 
 
+def test_hutchpp_keeps_full_precision_by_default_and_float32_only_when_asked():
+    # its deflated part tr(Q^T H Q) has no standard error to absorb float32 rounding
+    case = mlp_case()
+    ob = Objective(case.model, case.loss, (case.x, case.y))
+    auto = hessian_trace(ob, method="hutch++", n_probes=30, progress=False)
+    f64 = hessian_trace(ob, method="hutch++", n_probes=30, hvp_dtype=None, progress=False)
+    f32 = hessian_trace(ob, method="hutch++", n_probes=30, hvp_dtype=torch.float32, progress=False)
+    assert auto.provenance["hvp_dtype"] == "float64" and auto.estimate == f64.estimate
+    assert f32.provenance["hvp_dtype"] == "float32"
+
+
 def test_krylov_basis_is_allocated_as_it_grows():
     basis = LZ._Basis(1000, torch.float64, torch.device("cpu"))
     for _ in range(40):

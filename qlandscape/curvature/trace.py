@@ -106,15 +106,16 @@ def hessian_trace(target: Union[Objective, SymmetricOperator, Tensor], *,
         with the method's name), so Hutchinson's probes are not SLQ's for the same seed.
     hvp_dtype : "auto", torch.dtype or None
         Precision of the HVPs of the stochastic methods (the exact method always uses the
-        target's). ``"auto"``: float32 for a float64 objective. Justification: each sample
+        target's). ``"auto"``: float32 for Hutchinson on a float64 objective, the target's own
+        precision for Hutch++ (its deflated part ``tr(Q^T H Q)`` carries no standard error: on a
+        nearly low-rank Hessian its float32 rounding, ~``e * tr(H)``, could exceed the residual's
+        standard error, so it would not be covered by ``stderr``). Justification for Hutchinson: each sample
         ``z^T H z`` then carries an error ``<= e ||H z|| ||z||`` with ``e`` the float32 HVP relative
         error (measured 3e-6..1e-5 on the digits models), i.e. about ``e * n * ||H||`` at most,
         while the samples' standard deviation is ``sqrt(2 (||H||_F^2 - sum_i H_ii^2))`` -- on the
-        README MLP (100 probes) the float32/float64 estimates differ by 1.8e-4 (Hutchinson) and
-        2.4e-4 (Hutch++) standard errors, at 1.8x the speed. Hutch++'s
-        deflated part ``tr(Q^T H Q)`` is a sum of ``n_probes / 3`` such terms, still far inside its
-        standard error. Products are cast up; sums, QR and projections stay in the target's
-        dtype. Recorded as ``provenance["hvp_dtype"]``.
+        README MLP (100 probes) the float32/float64 estimates differ by 1.8e-4 standard errors, at
+        1.8x the speed (an explicit float32 Hutch++ differed by 2.4e-4 there). Products are cast up;
+        sums, QR and projections stay in the target's dtype. Recorded as ``provenance["hvp_dtype"]``.
     progress : bool
     """
     op = as_operator(target)
@@ -126,7 +127,8 @@ def hessian_trace(target: Union[Objective, SymmetricOperator, Tensor], *,
         method = "exact" if op.n <= exact_max else "hutchinson"
     gen = estimator_generator(seed, method)
     start = time.perf_counter()
-    hop = op if method == "exact" else low_precision_operator(op, hvp_dtype)
+    full_precision = method == "exact" or (method == "hutch++" and hvp_dtype == "auto")
+    hop = op if full_precision else low_precision_operator(op, hvp_dtype)
     before = [op.work()] + ([hop.work()] if hop is not op else [])
     full = op
     if hop is not op:
