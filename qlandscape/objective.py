@@ -317,11 +317,8 @@ class Objective:
         sizes = sorted({min(2, int(x.shape[0])), min(8, int(x.shape[0]))})  # train-mode BatchNorm needs 2
 
         def measured(k: int) -> int:
-            def f(theta: Tensor) -> Tensor:
-                with self.adapter.mode(self.mode == "train"), self._rng(0):
-                    return self.loss_fn.per_sample(self._forward(theta, x[:k]), y[:k]).sum()
             with _isolated_rng(self.device):
-                return saved_graph_bytes(f, self.theta0)
+                return saved_graph_bytes(self._chunk_fn(0, samples=k), self.theta0)
 
         b = [measured(k) for k in sizes]
         slope = (b[-1] - b[0]) / (sizes[-1] - sizes[0]) if len(sizes) == 2 else float(b[0]) / sizes[0]
@@ -435,9 +432,12 @@ class Objective:
         buffers = None if self.mode == "eval" else {k: v.clone() for k, v in self.adapter.buffers.items()}
         return self.adapter.apply(theta, x, buffers)
 
-    def _chunk_fn(self, i: int) -> Callable[[Tensor], Tensor]:
-        """Scalar loss contribution of chunk ``i`` (weighted by the reduction)."""
+    def _chunk_fn(self, i: int, samples: Optional[int] = None) -> Callable[[Tensor], Tensor]:
+        """Scalar loss contribution of chunk ``i`` (weighted by the reduction), or of its first
+        ``samples`` samples."""
         x, y = self.chunks[i]
+        if samples is not None:
+            x, y = x[:samples], y[:samples]
 
         def f(theta: Tensor) -> Tensor:
             with self.adapter.mode(self.mode == "train"), self._rng(i):
