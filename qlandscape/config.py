@@ -350,7 +350,10 @@ OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
 class TrainConfig:
     """Mini-batch training (see :func:`qlandscape.train.train`): ``epochs`` >= 1, ``lr`` > 0,
     ``optimizer`` "sgd" or "adam", ``momentum`` in [0, 1) (SGD only), ``weight_decay`` >= 0,
-    ``batch_size`` >= 1, a checkpoint every ``record_every`` >= 1 epochs, ``seed`` >= 0."""
+    ``batch_size`` >= 1, a checkpoint every ``record_every`` >= 1 epochs, ``seed`` >= 0; learning-rate
+    ``schedule`` "constant" or "cosine" (never-reset cosine annealing with half-period ``t_max`` >= 1
+    epochs, unset: ``epochs``); ``minimum`` "last" (the final weights) or "lowest_train_loss" (the recorded
+    checkpoint after initialization with the lowest full training loss)."""
 
     epochs: int = 30
     lr: float = 0.05
@@ -360,6 +363,9 @@ class TrainConfig:
     batch_size: int = 64
     record_every: int = 1
     seed: int = 0
+    schedule: str = "constant"
+    t_max: Optional[int] = None
+    minimum: str = "last"
 
     def __post_init__(self) -> None:
         _normalize(self)
@@ -372,6 +378,9 @@ class TrainConfig:
         _check_int(s, "batch_size", self.batch_size, 1)
         _check_int(s, "record_every", self.record_every, 1)
         _check_int(s, "seed", self.seed, 0)
+        _check_choice(s, "schedule", self.schedule, ("constant", "cosine"))
+        _check_int(s, "t_max", self.t_max, 1, optional="train.epochs")
+        _check_choice(s, "minimum", self.minimum, ("last", "lowest_train_loss"))
 
     def n_checkpoints(self) -> int:
         """Points of the recorded trajectory: the start, every ``record_every``-th epoch and the last."""
@@ -525,6 +534,7 @@ _DIGEST_OMITTED_DEFAULTS: dict[str, dict[str, Any]] = {
     "data": {"dataset": "digits", "path": None, "source": "idx", "preprocessing": "kawase2025"},
     "model": {"dropout": 0.0, "batchnorm": False},
     "objective": {"loss": "cross_entropy", "dropout": "refuse"},
+    "train": {"schedule": "constant", "t_max": None, "minimum": "last"},
 }
 
 
@@ -620,7 +630,7 @@ def _unquote(text: str) -> str:
     return text
 
 
-def parse_override_value(section: str, key: str, text: str) -> Any:
+def parse_override_value(section: str, key: str, text: str, cls: Optional[type] = None) -> Any:
     """The value of ``--set section.key=text``, parsed by the key's declared type.
 
     Parameters
@@ -629,6 +639,8 @@ def parse_override_value(section: str, key: str, text: str) -> Any:
         Where the value goes (an unknown section or key is parsed as TOML and reported later).
     text : str
         What follows the ``=``.
+    cls : type, optional
+        The dataclass of ``section`` when it is not a :class:`RunConfig` section (sweep specs).
 
     Returns
     -------
@@ -644,7 +656,7 @@ def parse_override_value(section: str, key: str, text: str) -> Any:
         For a boolean key given anything else.
     """
     text = text.strip()
-    cls = _sections().get(section)
+    cls = cls if cls is not None else _sections().get(section)
     base, optional = _field_kinds(cls).get(key, (None, False)) if cls is not None else (None, False)
     word = _unquote(text).strip().lower()
     if optional and word in _NONE_WORDS:
@@ -687,14 +699,27 @@ def load_config(path: Union[str, Path, None] = None, overrides: Optional[list[st
         raw = tomllib.loads(p.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{p} is not valid TOML: {exc}".replace("\n", " ")) from exc
-    for item in overrides or []:
+    apply_overrides(raw, overrides or [])
+    return config_from_dict(raw)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str], classes: Optional[dict[str, type]] = None) -> None:
+    """Apply ``section.key=value`` overrides to the nested dict ``raw`` (in place), each value parsed by
+    :func:`parse_override_value` with the section's dataclass (``classes``: extra sections, e.g. a sweep
+    spec's ``grid``; :class:`RunConfig`'s sections are known).
+
+    Raises
+    ------
+    ValueError
+        A malformed override, a section that is not a table, or a bad boolean.
+    """
+    for item in overrides:
         if "=" not in item or "." not in item.split("=", 1)[0]:
             raise ValueError(f"override {item!r} must look like section.key=value")
         key, value = item.split("=", 1)
         section, name = (part.strip() for part in key.strip().split(".", 1))
-        parsed = parse_override_value(section, name, value)
+        parsed = parse_override_value(section, name, value, (classes or {}).get(section))
         table = raw.setdefault(section, {})
         if not isinstance(table, dict):
             raise ValueError(f"[{section}] must be a table of keys, got {table!r}")
         table[name] = parsed
-    return config_from_dict(raw)

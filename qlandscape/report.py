@@ -140,8 +140,8 @@ def summarize(kind: str, res: dict[str, Any]) -> dict[str, Any]:
         "device_choice": info.get("device_choice"),
         "matched": info.get("matched"),
         "grid": info.get("grid"),
-        "train_loss": _finite(tr.train_loss[-1]), "train_accuracy": _finite(tr.train_metric[-1]),
-        "test_loss": _finite(tr.test_loss[-1]), "test_accuracy": _finite(tr.test_metric[-1]),
+        "train_loss": _finite(tr.train_loss[tr.minimum]), "train_accuracy": _finite(tr.train_metric[tr.minimum]),
+        "test_loss": _finite(tr.test_loss[tr.minimum]), "test_accuracy": _finite(tr.test_metric[tr.minimum]),
         "epochs": tr.config.get("epochs"), "optimizer_steps": n_steps,
         "top_eigenvalues": [float(v) for v in eig.eigenvalues],
         "eigenvalue_error_bounds": [float(v) for v in eig.error_bounds],
@@ -216,7 +216,8 @@ def _scan_figure(name: str, results: dict[str, dict[str, Any]], entries: dict[st
     for ax, kind in zip(axes, KINDS):
         coords = None
         if name == "landscape_pca":
-            coords = pca_directions(results[kind]["train"].trajectory, k=2).coords
+            tr = results[kind]["train"]
+            coords = pca_directions(tr.trajectory, k=2, center=tr.minimum).coords
         plot_contour(results[kind][name], ax=ax, trajectory=coords)
         evr = entries[kind]["scans"][name].get("explained_variance_ratio")
         extra = f", PC var {evr[0]:.2f}/{evr[1]:.2f}" if evr else ""

@@ -3,6 +3,8 @@ NTK dynamics). It trains a *copy* of the given model; the caller's module is unc
 
 from __future__ import annotations
 
+import copy
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Literal, Optional, Union
@@ -35,6 +37,13 @@ class TrainResult(Result):
     param_names : list of str
     config : dict
     wall_time_s : float
+    lr : ndarray, shape (T,)
+        Learning rate in effect during the last epoch before each record (NaN at record 0, the
+        initialization). Empty, shape (0,), in results saved before this field existed.
+    selected : int
+        Index into the records of the checkpoint whose weights the trained model holds (``T - 1`` for
+        ``select="last"``); -1 in results saved before this field existed (they hold the last one) and in
+        the partial result of a :class:`NonFiniteLossError`.
     """
 
     trajectory: np.ndarray
@@ -46,6 +55,26 @@ class TrainResult(Result):
     param_names: list = field(default_factory=list)
     config: dict = field(default_factory=dict)
     wall_time_s: float = 0.0
+    lr: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    selected: int = -1
+
+    @property
+    def minimum(self) -> int:
+        """Index of the record the trained model holds: ``selected``, or the last record when unset."""
+        return self.selected if self.selected >= 0 else len(self.train_loss) - 1
+
+
+SCHEDULES: tuple[str, ...] = ("constant", "cosine")
+"""``schedule`` values of :func:`train`."""
+
+SELECTIONS: tuple[str, ...] = ("last", "lowest_train_loss")
+"""``select`` values of :func:`train`."""
+
+
+def _state_copy(model: nn.Module) -> dict:
+    """A deep copy of ``model.state_dict()`` (parameters and buffers), detached from the live module."""
+    return {k: v.detach().clone() if isinstance(v, Tensor) else copy.deepcopy(v)
+            for k, v in model.state_dict().items()}
 
 
 def _full_eval(model: nn.Module, loss_fn: LossFunction, x: Tensor, y: Tensor) -> tuple[float, float]:
@@ -57,7 +86,9 @@ def train(model: nn.Module, data: Union[Dataset, tuple[Tensor, Tensor]], *, loss
           epochs: int = 50, lr: float = 0.05, optimizer: Literal["sgd", "adam"] = "sgd",
           momentum: float = 0.9, weight_decay: float = 0.0, batch_size: int = 64,
           record_every: int = 1, test: Optional[tuple[Tensor, Tensor]] = None, seed: int = 0,
-          progress: bool = True) -> tuple[nn.Module, TrainResult]:
+          progress: bool = True, schedule: Literal["constant", "cosine"] = "constant",
+          t_max: Optional[int] = None,
+          select: Literal["last", "lowest_train_loss"] = "last") -> tuple[nn.Module, TrainResult]:
     """Train a copy of ``model`` with mini-batch SGD/Adam and record checkpoints.
 
     Parameters
@@ -71,10 +102,28 @@ def train(model: nn.Module, data: Union[Dataset, tuple[Tensor, Tensor]], *, loss
         Record a checkpoint every this many epochs (and always at 0 and at the end).
     seed : int
         Seeds the shuffling order; the result is deterministic on CPU.
+    schedule : {"constant", "cosine"}
+        Learning-rate schedule. "constant": ``lr`` throughout. "cosine":
+        ``torch.optim.lr_scheduler.CosineAnnealingLR(T_max=t_max, eta_min=0)`` stepped once after every
+        epoch and never reset, so epoch ``k`` (0-based) trains with ``lr * (1 + cos(pi * k / t_max)) / 2``:
+        the rate falls to 0 at epoch ``t_max`` and rises again, a period of ``2 * t_max`` epochs (as in
+        Kawase et al. 2025, with ``t_max=5`` and Adam).
+    t_max : int, optional
+        Half-period of the cosine schedule in epochs, >= 1; None means ``epochs``. Unused by "constant".
+    select : {"last", "lowest_train_loss"}
+        Which weights the returned model holds. "last": those after the final epoch.
+        "lowest_train_loss": a deep copy of the full ``state_dict`` (buffers such as BatchNorm running
+        statistics included) of the *recorded* checkpoint after initialization (epoch >= 1) with the lowest
+        full-training-set loss (eval mode); ties go to the earliest, NaN losses are never chosen. Only
+        recorded checkpoints are candidates, so ``record_every`` decides which epochs can be chosen. With
+        no candidate (``epochs=0``, or no finite loss) the last weights are kept.
 
     Returns
     -------
     (trained_model, TrainResult)
+        ``TrainResult.selected`` is the index of the record whose weights the model holds (its row of
+        ``trajectory`` equals the model's flat parameters); ``TrainResult.lr`` the rate of each record's
+        last epoch.
 
     Raises
     ------
@@ -92,6 +141,12 @@ def train(model: nn.Module, data: Union[Dataset, tuple[Tensor, Tensor]], *, loss
                          f"and {y.shape[0]} targets")
     if epochs < 0 or batch_size < 1 or record_every < 1 or lr <= 0:
         raise ValueError("need epochs >= 0, batch_size >= 1, record_every >= 1 and lr > 0")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; use one of {list(SCHEDULES)}")
+    if select not in SELECTIONS:
+        raise ValueError(f"unknown select {select!r}; use one of {list(SELECTIONS)}")
+    if t_max is not None and (isinstance(t_max, bool) or not isinstance(t_max, int) or t_max < 1):
+        raise ValueError(f"t_max must be an integer >= 1 (or None for epochs), got {t_max!r}")
     start = time.perf_counter()
     model = copy_module(model)  # shares simulator devices (native state cannot be deep-copied)
     model.train()
@@ -108,12 +163,17 @@ def train(model: nn.Module, data: Union[Dataset, tuple[Tensor, Tensor]], *, loss
         opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     else:
         raise ValueError(f"unknown optimizer {optimizer!r}; use 'sgd' or 'adam'")
+    scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None
+    if schedule == "cosine" and epochs > 0:
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t_max or epochs, eta_min=0.0)
     gen = torch.Generator().manual_seed(seed)
-    records: dict[str, list] = {k: [] for k in ("traj", "steps", "trl", "trm", "tel", "tem")}
+    records: dict[str, list] = {k: [] for k in ("traj", "steps", "trl", "trm", "tel", "tem", "lr")}
     config = dict(loss=loss_fn.name, epochs=epochs, lr=lr, optimizer=optimizer, momentum=momentum,
-                  weight_decay=weight_decay, batch_size=batch_size, record_every=record_every, seed=seed)
+                  weight_decay=weight_decay, batch_size=batch_size, record_every=record_every, seed=seed,
+                  schedule=schedule, t_max=t_max, select=select)
+    best: dict = {"index": -1, "loss": math.inf, "state": None}  # lowest-train-loss checkpoint so far
 
-    def record(step: int) -> None:
+    def record(step: int, epoch_lr: float) -> None:
         records["traj"].append(space.from_module_values(model).to(torch.float64).numpy())
         records["steps"].append(step)
         trl, trm = _full_eval(model, loss_fn, x, y)
@@ -122,18 +182,25 @@ def train(model: nn.Module, data: Union[Dataset, tuple[Tensor, Tensor]], *, loss
         records["trm"].append(trm)
         records["tel"].append(tel)
         records["tem"].append(tem)
+        records["lr"].append(epoch_lr)
+        index = len(records["trl"]) - 1
+        # strictly lower: ties keep the earliest; NaN compares False and is never chosen
+        if select == "lowest_train_loss" and index >= 1 and trl < best["loss"]:
+            best.update(index=index, loss=trl, state=_state_copy(model))
 
-    def result() -> TrainResult:
+    def result(selected: int = -1) -> TrainResult:
         return TrainResult(trajectory=np.array(records["traj"]), steps=np.array(records["steps"], dtype=np.int64),
                            train_loss=np.array(records["trl"]), train_metric=np.array(records["trm"]),
                            test_loss=np.array(records["tel"]), test_metric=np.array(records["tem"]),
                            param_names=list(space.names), config=config,
-                           wall_time_s=time.perf_counter() - start)
+                           wall_time_s=time.perf_counter() - start,
+                           lr=np.array(records["lr"], dtype=np.float64), selected=selected)
 
-    record(0)
+    record(0, float("nan"))
     step = 0
     bar = progress_bar(epochs, "train", progress)
     for epoch in range(1, epochs + 1):
+        epoch_lr = float(opt.param_groups[0]["lr"])
         perm = torch.randperm(x.shape[0], generator=gen)
         for s in range(0, x.shape[0], batch_size):
             idx = perm[s:s + batch_size]
@@ -147,10 +214,16 @@ def train(model: nn.Module, data: Union[Dataset, tuple[Tensor, Tensor]], *, loss
             lv.backward()
             opt.step()
             step += 1
+        if scheduler is not None:
+            scheduler.step()  # once per epoch, never reset: the cosine rate cycles with period 2 * T_max
         if epoch % record_every == 0 or epoch == epochs:
-            record(step)
+            record(step, epoch_lr)
             bar.set_postfix(loss=f"{records['trl'][-1]:.4f}")
         bar.update(1)
     bar.close()
+    selected = len(records["trl"]) - 1
+    if best["state"] is not None:
+        model.load_state_dict(best["state"])
+        selected = best["index"]
     model.eval()
-    return model, result()
+    return model, result(selected)

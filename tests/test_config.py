@@ -78,6 +78,9 @@ BAD_VALUES = [
     ("train.batch_size=0", ["got 0", ">= 1"]),
     ("train.record_every=0", ["got 0", ">= 1"]),
     ("train.seed=x", ["got 'x'", "integer >= 0"]),
+    ("train.schedule=step", ["got 'step'", "'constant'", "'cosine'"]),
+    ("train.t_max=0", ["got 0", "integer >= 1", "none for train.epochs"]),
+    ("train.minimum=best", ["got 'best'", "'last'", "'lowest_train_loss'"]),
     # [objective]
     ("objective.loss=nll", ["got 'nll'", "'cross_entropy'", "'mse'", "'bce_with_logits'"]),
     ("objective.split=val", ["got 'val'", "'train'", "'test'"]),

@@ -222,8 +222,10 @@ def trajectory_spans(coords: np.ndarray, margin: float) -> list[tuple[float, flo
 
 
 def pca_directions(trajectory: Sequence[Tensor] | Tensor | np.ndarray, k: int = 2,
-                   center: Literal["last", "mean"] = "last") -> PCAResult:
-    """PCA of checkpoints ``(T, n)``: centre at the last (or mean) checkpoint, SVD, top-``k``."""
+                   center: Literal["last", "mean"] | int = "last") -> PCAResult:
+    """PCA of checkpoints ``(T, n)``: centre at the last (or mean, or the ``center``-th) checkpoint, SVD,
+    top-``k``. An integer ``center`` (e.g. the lowest-train-loss checkpoint, negative from the end) makes
+    that checkpoint the origin of the plane while every checkpoint still shapes the directions."""
     traj = torch.as_tensor(np.asarray(trajectory) if not isinstance(trajectory, Tensor) else trajectory)
     if traj.dim() != 2:
         traj = torch.stack([torch.as_tensor(t) for t in trajectory])  # type: ignore[union-attr]
@@ -232,9 +234,15 @@ def pca_directions(trajectory: Sequence[Tensor] | Tensor | np.ndarray, k: int = 
         raise ValueError("the trajectory contains NaN or inf")
     if traj.shape[0] < k + 1:
         raise ValueError(f"PCA of {k} directions needs at least {k + 1} checkpoints, got {traj.shape[0]}")
-    if center not in ("last", "mean"):
-        raise ValueError(f"center must be 'last' or 'mean', got {center!r}")
-    c = traj[-1] if center == "last" else traj.mean(dim=0)
+    if isinstance(center, bool) or not (center in ("last", "mean") or isinstance(center, int)):
+        raise ValueError(f"center must be 'last', 'mean' or a checkpoint index, got {center!r}")
+    if isinstance(center, int) and not -traj.shape[0] <= center < traj.shape[0]:
+        raise ValueError(f"center index {center} is out of range for {traj.shape[0]} checkpoints")
+    if isinstance(center, int):
+        c = traj[center]
+        center = "last" if center in (-1, traj.shape[0] - 1) else f"checkpoint {center % traj.shape[0]}"
+    else:
+        c = traj[-1] if center == "last" else traj.mean(dim=0)
     M = traj - c
     U, S, Vh = torch.linalg.svd(M, full_matrices=False)
     # directions beyond the trajectory's rank are arbitrary (any vector orthogonal to it): refuse
