@@ -58,7 +58,21 @@ from .second_order import (
     choose_provider,
     make_provider,
 )
+from .sweep import (
+    GridSpec,
+    MeasureSpec,
+    RunPlan,
+    SweepMeta,
+    SweepSpec,
+    collect,
+    load_spec,
+    run_sweep,
+    sweep_report,
+    sweep_status,
+    sweep_table,
+)
 from .train import TrainResult, train
+from .trainability import GradientVarianceResult, gradient_variance, init_seeds
 
 __version__ = "0.1.0"
 
@@ -82,6 +96,11 @@ __all__ = [
     # models, data, training
     "PatchQNN", "CircuitSpec", "PatchGrid", "PatchMLP", "MLP", "SmallCNN", "Dataset", "load_digits", "load_mnist",
     "read_idx", "train", "TrainResult",
+    # trainability: gradient variance at initialization (barren plateaus)
+    "gradient_variance", "GradientVarianceResult", "init_seeds",
+    # sweeps: grids of patch networks, run on an executor, resumable
+    "SweepSpec", "SweepMeta", "GridSpec", "MeasureSpec", "RunPlan", "load_spec", "run_sweep", "sweep_status",
+    "collect", "sweep_table", "sweep_report",
     # results
     "Result",
     # conformance suite: qlandscape.testing.check_model

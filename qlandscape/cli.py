@@ -1,7 +1,8 @@
 """``qlandscape`` command line: a thin layer over :mod:`qlandscape.pipeline`.
 
-Subcommands: ``train``, ``hessian``, ``scan``, ``demo`` (train + hessian + scan: the main job) and
-``compare`` (a patch QNN against its parameter-matched classical patch MLP, one report).
+Subcommands: ``train``, ``hessian``, ``scan``, ``demo`` (train + hessian + scan: the main job),
+``compare`` (a patch QNN against its parameter-matched classical patch MLP, one report) and ``sweep``
+(``run``, ``status``, ``report``: patch-count sweeps, :mod:`qlandscape.sweep`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from .config import RunConfig, load_config
 
@@ -38,12 +39,79 @@ def _parser() -> argparse.ArgumentParser:
         if name == "compare":
             s.add_argument("--fast", action="store_true", help="small settings that finish in well under a minute on "
                            "2 CPU cores (digits subset, 11x11 scans, fewer probes)")
+    _sweep_parser(sub)
     return p
+
+
+def _sweep_parser(sub: Any) -> None:
+    text = ("patch-count sweeps: a grid of patch QNNs and matched patch MLPs trained and measured at their minima, "
+            "on a local process pool or a Dask cluster; resumable")
+    sw = sub.add_parser("sweep", help=text, description=text)
+    ssub = sw.add_subparsers(dest="sweep_command", required=True)
+    run = ssub.add_parser("run", help="run every unfinished grid point of SPEC (finished runs are skipped)")
+    run.add_argument("spec", help="a sweep spec TOML file, or a preset: digits-small, kawase2025")
+    run.add_argument("--out", type=Path, required=True, help="the sweep directory (created; resumable)")
+    run.add_argument("--workers", type=int, default=1, help="processes of the local pool (default 1)")
+    run.add_argument("--executor", default="local", help="local (a spawn process pool, default), serial (in this "
+                     "process) or dask://HOST:PORT (a Dask scheduler; pip install 'qlandscape[dask]')")
+    run.add_argument("--threads", type=int, default=1, help="compute threads per run (default 1)")
+    run.add_argument("--fast", action="store_true", help="shrink the spec to a smoke-size grid (first values of "
+                     "each axis, two patch counts, one seed, 3 epochs, at most 300 samples, cheap measurements)")
+    run.add_argument("--retry-failed", action="store_true", help="run the grid points that failed before again")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
+                     help="override a spec value, e.g. --set grid.seeds=[0,1,2] --set data.path=/data/mnist")
+    run.add_argument("--no-progress", action="store_true", help="disable the progress bar")
+    for name, help_text in (("status", "done / failed / remaining runs and the time per run"),
+                            ("report", "results.csv, summary.csv, report.md and PNG plots in DIR/report/")):
+        s = ssub.add_parser(name, help=help_text, description=help_text)
+        s.add_argument("out", type=Path, metavar="DIR", help="the sweep directory")
+        if name == "report":
+            s.add_argument("--all-runs", action="store_true", help="include runs of earlier specs in DIR")
+
+
+def _sweep_main(args: argparse.Namespace) -> int:
+    """``qlandscape sweep run|status|report``: exit 0 when everything asked for is done, 1 when runs failed
+    or a runner already holds DIR, 2 for a bad spec or arguments."""
+    from .rundir import RunDirBusy, RunDirError
+    from .sweep import load_spec, run_sweep, sweep_report, sweep_status
+    try:
+        if args.sweep_command == "status":
+            print(sweep_status(args.out).summary())
+            return 0
+        if args.sweep_command == "report":
+            paths = sweep_report(args.out, all_runs=args.all_runs)
+            print("\n".join(f"{k}: {v}" for k, v in paths.items()))
+            return 0
+        if args.workers < 1 or args.threads < 1:
+            raise ValueError(f"--workers and --threads must be >= 1, got {args.workers} and {args.threads}")
+        spec = load_spec(args.spec, args.overrides, fast=args.fast)
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        print(f"qlandscape: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        outcome = run_sweep(spec, args.out, workers=args.workers, executor=args.executor, threads=args.threads,
+                            retry_failed=args.retry_failed, progress=not args.no_progress)
+    except (ValueError, ImportError) as exc:
+        print(f"qlandscape: error: {exc}", file=sys.stderr)
+        return 2
+    except RunDirBusy as exc:
+        print(f"qlandscape: error: {exc}", file=sys.stderr)
+        return 1
+    except (RunDirError, RuntimeError) as exc:
+        print(f"qlandscape: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"sweep {spec.name}: {len(outcome.done)} run(s) finished now, {len(outcome.skipped)} already done or "
+          f"skipped, {len(outcome.failed)} failed, in {outcome.wall_s:.1f} s -> {args.out}")
+    print(sweep_status(args.out).summary())
+    print(f"report: qlandscape sweep report {args.out}")
+    return 1 if outcome.failed else 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "sweep":
+        return _sweep_main(args)
     overrides = list(args.overrides)
     if args.command == "compare":
         from .report import compare_overrides
@@ -83,7 +151,8 @@ def _run(args: argparse.Namespace, cfg: RunConfig, out: Path) -> int:
             print("\n".join(main_summary(report, out)))
         if args.command == "train":
             _, tr, _ = pipeline.ensure_trained(cfg, out, progress, force=args.force)
-            print(f"train loss {tr.train_loss[-1]:.6g}, test accuracy {tr.test_metric[-1]:.4f} -> {out}")
+            i = tr.minimum
+            print(f"train loss {tr.train_loss[i]:.6g}, test accuracy {tr.test_metric[i]:.4f} (record {i}) -> {out}")
         if args.command in ("hessian", "demo"):
             res = pipeline.run_hessian(cfg, out, progress, force=args.force)
             for r in res.values():

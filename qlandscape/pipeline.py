@@ -13,7 +13,7 @@ import io
 import json
 import logging
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, TypeVar
+from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -55,6 +55,20 @@ def build_dataset(cfg: RunConfig) -> Dataset:
                           preprocessing=d.preprocessing, images=cfg.model.kind == "cnn", seed=d.seed)
     return load_digits(classes=d.classes, test_size=d.test_size, downsample=d.downsample,
                        n_samples=d.n_samples, images=cfg.model.kind == "cnn", seed=d.seed)
+
+
+def shape_only_dataset(cfg: RunConfig) -> Dataset:
+    """A two-sample stand-in (zeros) with the input shape and classes :func:`build_dataset` would give:
+    models are built from shapes, so a configuration's model can be checked without loading data."""
+    d = cfg.data
+    if d.dataset == "mnist":
+        side = 14 if d.preprocessing == "kawase2025" else 28
+    else:
+        side = d.downsample or 8
+    classes = tuple(d.classes) if d.classes else tuple(range(10))
+    shape = (2, 1, side, side) if cfg.model.kind == "cnn" else (2, side * side)
+    x, y = torch.zeros(shape), torch.arange(2) % len(classes)
+    return Dataset(x, y, x, y, (side, side), classes)
 
 
 def build_patch_qnn(cfg: RunConfig, ds: Dataset) -> nn.Module:
@@ -136,7 +150,8 @@ def _train_step(rd: RunDir, cfg: RunConfig, progress: bool,
         t = c.train
         trained, result = train(model, ds, epochs=t.epochs, lr=t.lr, optimizer=t.optimizer,  # type: ignore[arg-type]
                                 momentum=t.momentum, weight_decay=t.weight_decay, batch_size=t.batch_size,
-                                record_every=t.record_every, seed=t.seed, progress=progress)
+                                record_every=t.record_every, seed=t.seed, progress=progress,
+                                schedule=t.schedule, t_max=t.t_max, select=t.minimum)  # type: ignore[arg-type]
         return trained, result, ds
 
     def save(value: tuple[nn.Module, TrainResult, Dataset], key: str) -> None:
@@ -148,7 +163,7 @@ def _train_step(rd: RunDir, cfg: RunConfig, progress: bool,
         atomic_write_bytes(weights, buf.getvalue())
         result.save(rd.path / "train")
         log.info("trained %s: train loss %.4g, test accuracy %.3f", type(trained).__name__,
-                 result.train_loss[-1], result.test_metric[-1])
+                 result.train_loss[result.minimum], result.test_metric[result.minimum])
 
     def load() -> tuple[nn.Module, TrainResult, Dataset]:
         ds = build_dataset(cfg)
@@ -314,12 +329,20 @@ def _result_step(rd: RunDir, step: str, cls: type[R], cfg: RunConfig, upstream: 
     return value
 
 
-def run_hessian(cfg: RunConfig, out: Path, progress: bool = True, force: bool = False) -> dict[str, Result]:
+HESSIAN_PARTS: tuple[str, ...] = ("eigs", "trace", "density")
+
+
+def run_hessian(cfg: RunConfig, out: Path, progress: bool = True, force: bool = False,
+                parts: Sequence[str] = HESSIAN_PARTS) -> dict[str, Result]:
     """Top-k eigenpairs, trace and spectral density of the trained model's Hessian (three steps,
     ``hessian_eigs``, ``hessian_trace`` and ``hessian_density``, each reused on its own).
 
-    ``force`` recomputes them and the training they depend on.
+    ``force`` recomputes them and the training they depend on; ``parts`` chooses which of
+    "eigs", "trace" and "density" to compute (the returned dict has those keys).
     """
+    unknown = sorted(set(parts) - set(HESSIAN_PARTS))
+    if unknown:
+        raise ValueError(f"unknown Hessian part(s) {unknown}; choose from {list(HESSIAN_PARTS)}")
     with open_rundir(out) as rd:
         (model, _, ds), trained = _train_step(rd, cfg, progress, force)
         upstream = {"train": trained.identity}
@@ -353,18 +376,21 @@ def run_hessian(cfg: RunConfig, out: Path, progress: bool = True, force: bool = 
         def density_figures(res: DensityResult, c: RunConfig) -> Drawers:
             return {"hessian_density.png": res.plot}
 
-        return {
-            "eigs": _result_step(rd, "hessian_eigs", EigResult, cfg, upstream, force, info, eigs),
-            "trace": _result_step(rd, "hessian_trace", TraceResult, cfg, upstream, force, info, trace),
-            "density": _result_step(rd, "hessian_density", DensityResult, cfg, upstream, force, info, density,
-                                    figures=density_figures, figure_names=("hessian_density.png",)),
+        steps: dict[str, Callable[[], Result]] = {
+            "eigs": lambda: _result_step(rd, "hessian_eigs", EigResult, cfg, upstream, force, info, eigs),
+            "trace": lambda: _result_step(rd, "hessian_trace", TraceResult, cfg, upstream, force, info, trace),
+            "density": lambda: _result_step(rd, "hessian_density", DensityResult, cfg, upstream, force, info, density,
+                                            figures=density_figures, figure_names=("hessian_density.png",)),
         }
+        return {part: step() for part, step in steps.items() if part in parts}
 
 
 def scan_directions(cfg: RunConfig, objective: Objective, trajectory: Optional[np.ndarray],
-                    progress: bool = True) -> tuple[list[torch.Tensor], dict[str, Any], Optional[np.ndarray]]:
+                    progress: bool = True, center: int = -1,
+                    ) -> tuple[list[torch.Tensor], dict[str, Any], Optional[np.ndarray]]:
     """Directions for the configured scan, a description of them, and (for PCA) the
-    trajectory's coordinates in the scan plane."""
+    trajectory's coordinates in the scan plane, whose origin is checkpoint ``center`` (the trained
+    model's: :attr:`TrainResult.minimum`)."""
     s = cfg.scan  # ScanConfig has checked dims (1 or 2) and the direction kind
     info: dict[str, Any] = {"directions": s.directions, "seed": s.seed}
     coords = None
@@ -381,7 +407,7 @@ def scan_directions(cfg: RunConfig, objective: Objective, trajectory: Optional[n
             raise ValueError("PCA directions need a training trajectory with more checkpoints than scan.dims")
         if objective.n_params != trajectory.shape[1]:
             raise ValueError("PCA directions need objective.params to cover all parameters")
-        pca = pca_directions(trajectory, k=s.dims)
+        pca = pca_directions(trajectory, k=s.dims, center=center)
         dirs = [torch.as_tensor(pca.directions[i]) for i in range(s.dims)]
         info.update(explained_variance_ratio=pca.explained_variance_ratio.tolist())
         coords = pca.coords
@@ -393,7 +419,7 @@ def scan_directions(cfg: RunConfig, objective: Objective, trajectory: Optional[n
     return dirs, info, coords
 
 
-def _scan_figures(name: str, trajectory: np.ndarray, res: LandscapeScan, cfg: RunConfig) -> Drawers:
+def _scan_figures(name: str, trajectory: np.ndarray, center: int, res: LandscapeScan, cfg: RunConfig) -> Drawers:
     """``<name>.png`` (curve or contours, a PCA scan with its trajectory) and, in 2D, ``<name>_surface.png``."""
     log_plot = cfg.scan.log_plot
     if res.loss.ndim == 1:
@@ -401,7 +427,7 @@ def _scan_figures(name: str, trajectory: np.ndarray, res: LandscapeScan, cfg: Ru
 
     def contour() -> Any:
         from .landscape.plot import plot_contour
-        coords = pca_directions(trajectory, k=2).coords if res.info.get("directions") == "pca" else None
+        coords = pca_directions(trajectory, k=2, center=center).coords if res.info.get("directions") == "pca" else None
         return plot_contour(res, log=log_plot, trajectory=coords)
 
     return {f"{name}.png": contour, f"{name}_surface.png": lambda: res.plot_surface(log=log_plot)}
@@ -419,7 +445,7 @@ def run_scan(cfg: RunConfig, out: Path, progress: bool = True, force: bool = Fal
         def compute(cfg: RunConfig) -> LandscapeScan:
             s = cfg.scan
             objective = build_objective(cfg, model, ds)
-            dirs, info, coords = scan_directions(cfg, objective, tr.trajectory, progress)
+            dirs, info, coords = scan_directions(cfg, objective, tr.trajectory, progress, center=tr.minimum)
             spans: list[tuple[float, float]] = [(-s.fixed_span(), s.fixed_span())] * s.dims
             if s.resolved_span_mode() == "trajectory":
                 assert coords is not None
@@ -432,5 +458,5 @@ def run_scan(cfg: RunConfig, out: Path, progress: bool = True, force: bool = Fal
                            float32=s.float32, info=info, progress=progress)
 
         return _result_step(rd, name, LandscapeScan, cfg, {"train": trained.identity}, force, model_info(model),
-                            compute, figures=functools.partial(_scan_figures, name, tr.trajectory),
+                            compute, figures=functools.partial(_scan_figures, name, tr.trajectory, tr.minimum),
                             figure_names=(f"{name}.png", f"{name}_surface.png"))

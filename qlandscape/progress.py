@@ -11,4 +11,5 @@ from tqdm.auto import tqdm
 def progress_bar(total: Optional[int], desc: str, enabled: bool = True, **kw: Any) -> tqdm:
     """A tqdm bar, disabled when ``enabled`` is False or ``QLANDSCAPE_PROGRESS=0``."""
     disabled = (not enabled) or os.environ.get("QLANDSCAPE_PROGRESS", "1") == "0"
-    return tqdm(total=total, desc=desc, disable=disabled, leave=False, dynamic_ncols=True, **kw)
+    kw.setdefault("leave", False)
+    return tqdm(total=total, desc=desc, disable=disabled, dynamic_ncols=True, **kw)
