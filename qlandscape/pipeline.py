@@ -12,6 +12,7 @@ import functools
 import io
 import json
 import logging
+import threading
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
 
@@ -43,6 +44,7 @@ from .train import TrainResult, train
 log = logging.getLogger("qlandscape")
 
 _DTYPES = {"float64": torch.float64, "float32": torch.float32}
+_BUILD_LOCK = threading.RLock()
 
 
 def build_dataset(cfg: RunConfig) -> Dataset:
@@ -90,15 +92,16 @@ def build_model(cfg: RunConfig, ds: Dataset) -> nn.Module:
     ``"patch_mlp"`` is :meth:`PatchMLP.matched_to` the ``"patch_qnn"`` this config would build.
     """
     m = cfg.model
-    torch.manual_seed(m.seed)
-    if m.kind == "mlp":
-        return MLP(ds.n_features, m.hidden, ds.n_classes, m.activation, dropout=m.dropout, batchnorm=m.batchnorm)
-    if m.kind == "cnn":
-        return SmallCNN(1, m.channels, ds.n_classes, m.activation, dropout=m.dropout, batchnorm=m.batchnorm)
-    if m.kind == "patch_qnn":
-        return build_patch_qnn(cfg, ds)
-    if m.kind == "patch_mlp":
-        return PatchMLP.matched_to(build_patch_qnn(cfg, ds), seed=m.seed)
+    with _BUILD_LOCK:  # the seeded draws come from torch's process-wide generator: one build at a time
+        torch.manual_seed(m.seed)
+        if m.kind == "mlp":
+            return MLP(ds.n_features, m.hidden, ds.n_classes, m.activation, dropout=m.dropout, batchnorm=m.batchnorm)
+        if m.kind == "cnn":
+            return SmallCNN(1, m.channels, ds.n_classes, m.activation, dropout=m.dropout, batchnorm=m.batchnorm)
+        if m.kind == "patch_qnn":
+            return build_patch_qnn(cfg, ds)
+        if m.kind == "patch_mlp":
+            return PatchMLP.matched_to(build_patch_qnn(cfg, ds), seed=m.seed)
     raise ValueError(f"unknown model kind {m.kind!r}; use 'mlp', 'cnn', 'patch_qnn' or 'patch_mlp'")
 
 

@@ -212,12 +212,11 @@ class RunPlan:
     save_model: bool = True
 
     def identity(self) -> dict[str, Any]:
-        """The canonical form hashed into :attr:`run_id` (``data.path`` left out: it says where the data
-        are, not what they are)."""
+        """The canonical form hashed into :attr:`run_id`: what can change the run's results. Left out:
+        ``data.path`` (where the data are, not what they are) and ``save_model`` (which files are kept)."""
         cfg = self.config.to_dict()
         cfg["data"].pop("path", None)
-        return {"format": RUN_FORMAT, "config": cfg, "measure": dataclasses.asdict(self.measure),
-                "save_model": self.save_model}
+        return {"format": RUN_FORMAT, "config": cfg, "measure": dataclasses.asdict(self.measure)}
 
     @property
     def run_id(self) -> str:

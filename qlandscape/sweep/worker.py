@@ -24,6 +24,7 @@ import os
 import platform
 import shutil
 import socket
+import threading
 import time
 import traceback
 import uuid
@@ -95,6 +96,8 @@ def _run_log(path: Path) -> Iterator[None]:
     their earlier lines)."""
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    ident = threading.get_ident()
+    handler.addFilter(lambda record: record.thread == ident)  # this run's thread only
     logger = logging.getLogger("qlandscape")
     old_level = logger.level
     logger.addHandler(handler)
@@ -113,8 +116,16 @@ def is_done(root: Path, dirname: str) -> bool:
     return (Path(root) / RUNS_DIR / dirname / "run.json").is_file()
 
 
+_RUN_LOCK = threading.Lock()
+"""One run at a time per process: torch's global RNG (model initialization), its thread count and the
+``qlandscape`` logger are process-wide, so runs sharing a process concurrently (a Dask worker with
+several threads) would change each other's results; such a worker queues its runs instead (start Dask
+workers with ``--nthreads 1`` and as many ``--nworkers`` as runs should run at once)."""
+
+
 def execute_run(plan: dict[str, Any], root: str, threads: int = 1) -> dict[str, Any]:
-    """Run one grid point and publish it under ``root/runs/`` (or record its failure).
+    """Run one grid point and publish it under ``root/runs/`` (or record its failure); one at a time
+    per process (see :data:`_RUN_LOCK`).
 
     Parameters
     ----------
@@ -131,6 +142,11 @@ def execute_run(plan: dict[str, Any], root: str, threads: int = 1) -> dict[str, 
         ``dirname``, ``status`` ("done", "skipped": already published, or "failed"), ``wall_s``, and
         ``error`` (one line) for a failure. Never raises for a failing run.
     """
+    with _RUN_LOCK:
+        return _execute_run(plan, root, threads)
+
+
+def _execute_run(plan: dict[str, Any], root: str, threads: int) -> dict[str, Any]:
     from .spec import RunPlan
     pin_threads(threads)
     p = RunPlan.from_dict(plan)
