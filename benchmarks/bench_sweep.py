@@ -11,8 +11,8 @@ each into a fresh directory:
 - ``local x2``: the same with two workers (scaling efficiency = throughput(2) / (2 * throughput(1))).
 
 Overhead of the runner = (wall(local x1) - wall(direct)) / wall(direct), per run and in total. Threads are
-pinned to 1 everywhere. Writes ``benchmarks/results/sweep.{json,md}`` and copies the 2-worker report's
-main plot to ``benchmarks/results/sweep_lambda_vs_patches.png``.
+pinned to 1 everywhere. Writes ``benchmarks/results/sweep.{json,md}`` and copies the 2-worker sweep's report
+(``benchmarks/results/sweep_report.md``, ``sweep_lambda_vs_patches.png``, ``sweep_lambda_vs_params.png``).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_sweep.py            # digits-small, 24 runs x 3 (~10 min)
     OMP_NUM_THREADS=1 python benchmarks/bench_sweep.py --fast     # 4 runs x 3 (~1 min)
@@ -94,7 +94,13 @@ def main() -> None:
         paths = sweep_report(tmp / "x2")
         RESULTS.mkdir(exist_ok=True)
         suffix = "_fast" if args.fast else ""
-        shutil.copy(paths["lambda_vs_patches"], RESULTS / f"sweep{suffix}_lambda_vs_patches.png")
+        for name in ("lambda_vs_patches", "lambda_vs_params"):
+            shutil.copy(paths[name], RESULTS / f"sweep{suffix}_{name}.png")
+        report_md = paths["report"].read_text().replace("](lambda_vs_", f"](sweep{suffix}_lambda_vs_")
+        report_md = report_md.replace("[results.csv](results.csv)", "`results.csv`").replace(
+            "[summary.csv](summary.csv)", "`summary.csv`")
+        (RESULTS / f"sweep{suffix}_report.md").write_text(
+            f"<!-- written by `{results['command']}` (the 2-worker sweep's report) -->\n" + report_md)
         (RESULTS / f"sweep{suffix}.json").write_text(json.dumps(results, indent=2, sort_keys=True))
         (RESULTS / f"sweep{suffix}.md").write_text(markdown(results))
         print(markdown(results))

@@ -691,6 +691,10 @@ def test_quantum_grid_point_and_its_matched_baseline(tmp_path):
     for m in (mq, mc):
         assert math.isfinite(m["lambda_max"]) and m["lambda_max_converged"] is True
         assert 0.0 <= m["test_acc"] <= 1.0 and m["epochs"] == 1 and m["minimum_epoch"] == 1
+        # the row names the resolved architecture (the digits preset's defaults), for the classical control
+        # that of the QNN it is matched to
+        assert (m["patches"], m["layers"], m["qubits"], m["ansatz"], m["aggregation"]) == (4, 1, 4, "rxry_cz", "mean")
+    assert mc["matched_qnn_params"] == mq["n_params"]
 
 
 def test_executor_instance_with_threads_matches_serial(tmp_path):

@@ -190,7 +190,7 @@ def _measure(p: Any, work: Path) -> tuple[dict[str, Any], dict[str, np.ndarray],
     sel = tr.minimum
     steps_per_epoch = float(tr.steps[-1]) / cfg.train.epochs if cfg.train.epochs else 1.0
     metrics: dict[str, Any] = {
-        **p.coords, "run_id": p.run_id, "label": p.label, "model_kind": cfg.model.kind,
+        **_architecture(cfg, ds, info), **p.coords, "run_id": p.run_id, "label": p.label, "model_kind": cfg.model.kind,
         "n_params": info["n_params"], "lr": cfg.train.lr, "epochs": cfg.train.epochs,
         "minimum_epoch": int(round(float(tr.steps[sel]) / steps_per_epoch)) if steps_per_epoch else 0,
         "train_loss": float(tr.train_loss[sel]), "train_acc": float(tr.train_metric[sel]),
@@ -243,6 +243,23 @@ def _measure(p: Any, work: Path) -> tuple[dict[str, Any], dict[str, np.ndarray],
     metrics["step_times_s"] = times
     run_info = {"model_info": info, "train_config": dataclasses.asdict(cfg.train)}
     return metrics, arrays, run_info
+
+
+def _architecture(cfg: Any, ds: Any, info: dict[str, Any]) -> dict[str, Any]:
+    """The resolved patch architecture of the run (preset defaults filled in): ``patches``, ``layers``,
+    ``qubits``, ``ansatz``, ``aggregation`` of the patch QNN, or, for the classical baseline, of the QNN
+    it is matched to (plus ``matched_qnn_params``)."""
+    from .. import pipeline
+    qnn = info.get("config") if cfg.model.kind == "patch_qnn" else None
+    out: dict[str, Any] = {}
+    if qnn is None:  # the classical baseline: describe the QNN whose parameter count it matches
+        qnn_model = pipeline.build_patch_qnn(cfg, ds)
+        qnn = pipeline.model_info(qnn_model).get("config", {})
+        out["matched_qnn_params"] = pipeline.model_info(qnn_model)["n_params"]
+    for key, name in (("n_patches", "patches"), ("layers", "layers"), ("n_qubits", "qubits"), ("ansatz", "ansatz"),
+                      ("aggregation", "aggregation")):
+        out[name] = qnn.get(key)
+    return out
 
 
 def _gradient_variance(p: Any, work: Path, ds: Any) -> Any:
