@@ -226,3 +226,20 @@ def test_pca_spans_cover_the_trajectory_and_the_centre_with_the_margin():
     assert pca.spans(margin=0.0)[0] == (min(pca.coords[:, 0].min(), 0.0), max(pca.coords[:, 0].max(), 0.0))
     with pytest.raises(ValueError, match="margin"):
         pca.spans(margin=-0.1)
+
+
+def test_pca_plane_centred_at_a_chosen_checkpoint():
+    """center=i (the lowest-train-loss checkpoint) makes checkpoint i the plane's origin: its coordinates
+    are 0, the others are their offsets from it projected on the directions; bad indices raise."""
+    rng = np.random.default_rng(0)
+    traj = rng.normal(size=(7, 12))
+    pca = pca_directions(traj, k=2, center=3)
+    np.testing.assert_array_equal(pca.center, traj[3])
+    np.testing.assert_allclose(pca.coords[3], 0.0, atol=1e-12)
+    np.testing.assert_allclose(pca.coords, (traj - traj[3]) @ pca.directions.T, atol=1e-12)
+    assert pca.centering == "checkpoint 3"
+    last = pca_directions(traj, k=2, center=-1)
+    np.testing.assert_array_equal(last.coords, pca_directions(traj, k=2).coords)
+    for bad in (7, -8, True, 2.0):
+        with pytest.raises(ValueError, match="center"):
+            pca_directions(traj, k=2, center=bad)

@@ -750,3 +750,39 @@ def test_run_log_has_only_its_own_run(tmp_path):
         text = (tmp_path / "threads" / "runs" / d / "run.log").read_text()
         assert f"run {d} " in text
         assert not [o for o in names if o != d and f"run {o} " in text], f"{d}'s run.log has another run's lines"
+
+
+@pytest.mark.parametrize("dims", [1, 2])
+def test_scans_and_hessian_parts_are_measured_at_the_selected_minimum(tmp_path, dims):
+    """Every requested measurement is in the row and arrays; the scans are centred at the minimum the
+    row reports (lowest-train-loss checkpoint): the centre loss is the recorded train loss (float32
+    training evaluation vs float64 analysis: rtol 1e-5), and the PCA plane's origin is that checkpoint."""
+    import dataclasses
+
+    import numpy as np
+
+    from qlandscape.config import ScanConfig
+    base = _base(epochs=6, minimum="lowest_train_loss")  # lr 0.3: the loss rises after epoch 4 (measured)
+    base = dataclasses.replace(base, train=dataclasses.replace(base.train, lr=0.3),
+                               scan=ScanConfig(n_points=5, dims=dims))
+    measure = MeasureSpec(eigs=True, trace=True, density=True, scans=("pca", "filter"))
+    spec = _spec(patches=(4,), seeds=(0,), measure=measure, base=base)
+    (p,) = spec.runs()
+    out = tmp_path / "sweep"
+    outcome = run_sweep(spec, out, executor="serial", progress=False)
+    assert outcome.done == [p.dirname] and not outcome.failed
+    m = _metrics(out, p.dirname)
+    arrays = np.load(out / "runs" / p.dirname / "arrays.npz")
+    assert math.isfinite(m["trace"]) and m["trace_stderr"] > 0
+    assert arrays["hessian/density"].ndim == 1 and arrays["hessian/density"].size > 10
+    for kind in ("pca", "filter"):
+        loss = arrays[f"scan_{kind}/loss"]
+        assert loss.shape == (5,) * dims
+        assert m[f"scan_{kind}_center_loss"] == pytest.approx(m["train_loss"], rel=1e-5)
+        assert m[f"scan_{kind}_max_loss"] == pytest.approx(float(loss.max()), rel=1e-12)
+    train_loss = arrays["train/train_loss"]
+    assert m["minimum_epoch"] < m["epochs"]  # the minimum is not the last checkpoint: centring is tested
+    assert m["train_loss"] == pytest.approx(float(np.min(train_loss[1:])), rel=1e-12)
+    assert m["train_loss"] != pytest.approx(m["final_train_loss"], rel=1e-3)
+    scan = json.loads((out / "runs" / p.dirname / "scan_pca.json").read_text())
+    assert scan["info"]["directions"] == "pca"

@@ -52,8 +52,9 @@ PRESET_DIR = Path(__file__).parent / "presets"
 MODEL_KINDS: dict[str, str] = {"quantum": "patch_qnn", "classical": "patch_mlp"}
 """``grid.model`` values and the ``model.kind`` they run: the patch QNN, or its parameter-matched patch MLP."""
 SCAN_KINDS: tuple[str, ...] = ("pca", "filter")
-"""``measure.scans`` values: 2-D scans in the training trajectory's PCA plane, or a filter-normalized
-random plane (each uses the base ``[scan]`` settings with these directions)."""
+"""``measure.scans`` values: scans along the training trajectory's principal directions, or along
+filter-normalized random directions (each uses the base ``[scan]`` settings, ``dims`` included, with these
+directions)."""
 RUN_FORMAT = 1
 """Version of the run identity's canonical form (a change makes every run id new)."""
 
@@ -166,8 +167,8 @@ class MeasureSpec:
 
     ``eigs``: the ``hessian.top_k`` extreme eigenvalues (``hessian.which``) with certified error bounds;
     ``trace``: the Hessian trace (``hessian.trace_method``, with its standard error); ``density``: the SLQ
-    spectral density; ``scans``: 2-D landscape scans, "pca" (trajectory PCA plane) and/or "filter"
-    (filter-normalized random plane); ``grad_var_inits``: the gradient variance of the training loss over
+    spectral density; ``scans``: landscape scans (``scan.dims`` 1 or 2, default 2), "pca" (the trajectory's
+    PCA directions) and/or "filter" (filter-normalized random directions); ``grad_var_inits``: the gradient variance of the training loss over
     this many random initializations (the barren-plateau diagnostic; 0: off, else >= 2), on the first
     ``grad_var_samples`` training samples (omitted: all).
     """
@@ -240,9 +241,9 @@ class RunPlan:
         return f"{self.label}-{self.run_id}"
 
     def scan_config(self, kind: str) -> RunConfig:
-        """The configuration of the ``kind`` scan ("pca" or "filter"): the base ``[scan]`` with these
-        directions, two dimensions (validated)."""
-        return dataclasses.replace(self.config, scan=dataclasses.replace(self.config.scan, directions=kind, dims=2))
+        """The configuration of the ``kind`` scan ("pca" or "filter"): the base ``[scan]`` (its ``dims``,
+        1 or 2, ``n_points``, ranges) with these directions (validated)."""
+        return dataclasses.replace(self.config, scan=dataclasses.replace(self.config.scan, directions=kind))
 
     def with_init_seed(self, seed: int) -> RunConfig:
         """The configuration with every initialization seed set to ``seed`` (gradient variance at init)."""
