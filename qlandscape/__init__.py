@@ -45,6 +45,17 @@ from .landscape import (
 )
 from .losses import LossFunction, make_loss
 from .models import MLP, PatchMLP, SmallCNN
+from .ntk import (
+    KernelDistanceTrace,
+    KernelDistanceTracker,
+    KernelRegressionResult,
+    LinearizedModel,
+    distances_to,
+    empirical_ntk,
+    kernel_distance,
+    kernel_distance_matrix,
+    kernel_regression,
+)
 from .objective import Counters, NonFiniteLossError, Objective
 from .params import ParamSelector, ParamSpace, select_parameter_names
 from .patches import PatchGrid
@@ -96,6 +107,9 @@ __all__ = [
     # models, data, training
     "PatchQNN", "CircuitSpec", "PatchGrid", "PatchMLP", "MLP", "SmallCNN", "Dataset", "load_digits", "load_mnist",
     "read_idx", "train", "TrainResult",
+    # training dynamics through the empirical NTK (Fort et al. 2020)
+    "empirical_ntk", "kernel_distance", "kernel_distance_matrix", "distances_to", "KernelDistanceTracker",
+    "KernelDistanceTrace", "LinearizedModel", "kernel_regression", "KernelRegressionResult",
     # trainability: gradient variance at initialization (barren plateaus)
     "gradient_variance", "GradientVarianceResult", "init_seeds",
     # sweeps: grids of patch networks, run on an executor, resumable
