@@ -48,13 +48,21 @@ from .models import MLP, PatchMLP, SmallCNN
 from .ntk import (
     KernelDistanceTrace,
     KernelDistanceTracker,
+    KernelLearningResult,
     KernelRegressionResult,
     LinearizedModel,
+    NTKDynamicsResult,
+    SpawnPlan,
+    SpawnResult,
+    checkpoint_model,
     distances_to,
     empirical_ntk,
     kernel_distance,
     kernel_distance_matrix,
+    kernel_learning_curve,
     kernel_regression,
+    ntk_dynamics,
+    run_spawn,
 )
 from .objective import Counters, NonFiniteLossError, Objective
 from .params import ParamSelector, ParamSpace, select_parameter_names
@@ -109,7 +117,9 @@ __all__ = [
     "read_idx", "train", "TrainResult",
     # training dynamics through the empirical NTK (Fort et al. 2020)
     "empirical_ntk", "kernel_distance", "kernel_distance_matrix", "distances_to", "KernelDistanceTracker",
-    "KernelDistanceTrace", "LinearizedModel", "kernel_regression", "KernelRegressionResult",
+    "KernelDistanceTrace", "LinearizedModel", "kernel_regression", "KernelRegressionResult", "checkpoint_model",
+    "ntk_dynamics", "NTKDynamicsResult", "kernel_learning_curve", "KernelLearningResult", "SpawnPlan", "SpawnResult",
+    "run_spawn",
     # trainability: gradient variance at initialization (barren plateaus)
     "gradient_variance", "GradientVarianceResult", "init_seeds",
     # sweeps: grids of patch networks, run on an executor, resumable
