@@ -102,3 +102,23 @@ def test_bad_shapes_are_errors():
         sim(torch.zeros(5, spec.n_features), torch.zeros(1, spec.n_weights))
     with pytest.raises(ValueError, match="weights must have shape"):
         sim(torch.zeros(2, 5, spec.n_features), torch.zeros(3, spec.n_weights))
+
+
+def test_constants_built_inside_a_torch_func_transform_do_not_escape_it():
+    """Regression (kawase2025 --fast sweep): the simulator's cached constants for a new complex dtype were first
+    built inside forward-over-reverse HVPs (float32 Lanczos products of a float64 objective) and failed on the
+    next call with functorch's "level <= current_level ... escaped?" assertion. They are now built outside any
+    transform; the certified top eigenvalue matches the one through reverse-over-reverse HVPs (tolerance: the two
+    certificates' bounds)."""
+    from qlandscape import Objective, hessian_eigs
+    from qlandscape.quantum import PatchQNN
+    torch.manual_seed(0)
+    m = PatchQNN("digits", n_patches=4, layers=1, device="torch.statevector").double()
+    x, y = torch.randn(4, 64), torch.randint(0, 10, (4,))
+    obj = Objective(m, "cross_entropy", (x, y), dtype=torch.float64, batch_size=2, second_order="forward")
+    m._runner.sim._cache.clear()  # the first complex64 constants are now built inside the transform
+    lan = hessian_eigs(obj, k=1, method="lanczos", tol=1e-2, progress=False)
+    ref_obj = Objective(m, "cross_entropy", (x, y), dtype=torch.float64, batch_size=2, second_order="reverse")
+    ref = hessian_eigs(ref_obj, k=1, method="lanczos", tol=1e-2, progress=False)
+    assert lan.converged and ref.converged
+    assert abs(lan.eigenvalues[0] - ref.eigenvalues[0]) <= lan.error_bounds[0] + ref.error_bounds[0] + 1e-9

@@ -186,6 +186,8 @@ class TorchStatevector:
         self._obs_perm = torch.stack(perm)  # (K, D)
         self._obs_phase = torch.stack(phase)  # (K, D)
         self._cache: dict[tuple[torch.device, torch.dtype], dict[str, Any]] = {}
+        for cdtype in (torch.complex64, torch.complex128):  # the usual ones, built outside any transform
+            self._consts(torch.device("cpu"), cdtype)
 
     @property
     def n_outputs(self) -> int:
@@ -215,14 +217,21 @@ class TorchStatevector:
     def _consts(self, device: torch.device, cdtype: torch.dtype) -> dict[str, Any]:
         key = (device, cdtype)
         if key not in self._cache:
-            self._cache[key] = dict(
+            # cached constants must be plain tensors: built inside a torch.func transform (the first float32 HVP
+            # of a forward-over-reverse Hessian) they would escape their transform level on the next call
+            # (functorch's "level <= current_level ... escaped?" assertion)
+            with torch._C._DisableFuncTorch():
+                self._cache[key] = self._build_consts(device, cdtype)
+        return self._cache[key]
+
+    def _build_consts(self, device: torch.device, cdtype: torch.dtype) -> dict[str, Any]:
+        return dict(
                 layers=[dict(t, cols=t["cols"].to(device), sigma=t["sigma"].to(device, cdtype)) for t in self._layers],
                 signs=[s.to(device, torch.float64 if cdtype == torch.complex128 else torch.float32)
                        for s in self._signs],
                 perms=[p.to(device) for p in self._perms],
                 obs_perm=self._obs_perm.to(device), obs_phase=self._obs_phase.to(device, cdtype),
                 eye=torch.eye(2, dtype=cdtype, device=device))
-        return self._cache[key]
 
     def __call__(self, inputs: Tensor, weights: Tensor) -> Tensor:
         if inputs.dim() != 3 or inputs.shape[-1] != self.n_features:

@@ -346,8 +346,9 @@ class SweepSpec:
     def fast(self) -> "SweepSpec":
         """A smoke-size version of this spec: the first value of every grid axis but ``model`` (all kinds)
         and ``patches`` (the first two), one seed, at most 3 epochs (checkpoints every epoch), at most 300
-        training samples, and cheaper measurements (top-2 eigenvalues, 10 trace probes, 1 x 20 SLQ,
-        7 x 7 scans, 4 initializations for the gradient variance)."""
+        training samples in batches (and objective chunks) of at most 25 (so that ``patch.device = "auto"``
+        can pick a broadcasting simulator for the paper's large circuits), and cheaper measurements (top-2
+        eigenvalues, 10 trace probes, 1 x 20 SLQ, 7 x 7 scans, 4 initializations for the gradient variance)."""
         g, b, m = self.grid, self.base, self.measure
         first = {k: (getattr(g, k)[:1] if getattr(g, k) is not None else None)
                  for k in ("layers", "qubits", "ansatz", "aggregation")}
@@ -358,15 +359,17 @@ class SweepSpec:
         data = dataclasses.replace(b.data, n_samples=n)
         epochs = min(b.train.epochs, 3)
         t_max = getattr(b.train, "t_max", None)
-        train_kw: dict[str, Any] = {"epochs": epochs, "record_every": 1}
+        train_kw: dict[str, Any] = {"epochs": epochs, "record_every": 1, "batch_size": min(b.train.batch_size, 25)}
         if t_max is not None:
             train_kw["t_max"] = min(t_max, epochs)
         h = b.hessian
         hessian = dataclasses.replace(h, top_k=min(h.top_k, 2), trace_probes=min(h.trace_probes, 10),
                                       density_probes=1, density_steps=min(h.density_steps, 20))
         scan = dataclasses.replace(b.scan, n_points=min(b.scan.n_points, 7))
+        objective = dataclasses.replace(b.objective, batch_size=None if b.objective.batch_size is None
+                                        else min(b.objective.batch_size, 25))
         base = dataclasses.replace(b, data=data, train=dataclasses.replace(b.train, **train_kw), hessian=hessian,
-                                   scan=scan)
+                                   scan=scan, objective=objective)
         measure = dataclasses.replace(m, grad_var_inits=min(m.grad_var_inits, 4),
                                       grad_var_samples=None if m.grad_var_samples is None else min(m.grad_var_samples,
                                                                                                    200))
