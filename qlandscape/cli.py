@@ -1,7 +1,9 @@
 """``qlandscape`` command line: a thin layer over :mod:`qlandscape.pipeline`.
 
 Subcommands: ``train``, ``hessian``, ``scan``, ``demo`` (train + hessian + scan: the main job),
-``compare`` (a patch QNN against its parameter-matched classical patch MLP, one report) and ``sweep``
+``compare`` (a patch QNN against its parameter-matched classical patch MLP, one report), ``ntk`` (the
+empirical NTK along training and kernel learning at time t), ``spawn`` (parent-child spawning barriers;
+both :mod:`qlandscape.ntk.jobs`) and ``sweep``
 (``run``, ``status``, ``report``: patch-count sweeps, :mod:`qlandscape.sweep`).
 """
 
@@ -25,7 +27,11 @@ def _parser() -> argparse.ArgumentParser:
              "scan": "1D/2D loss-landscape scan (writes scan.npz/json and PNGs)",
              "demo": "the main job: train, then hessian and scan, on sklearn's bundled digits",
              "compare": "train a patch QNN and its parameter-matched patch MLP on the same digits task; write "
-                        "report.json, report.md and side-by-side PNGs"}
+                        "report.json, report.md and side-by-side PNGs",
+             "ntk": "the empirical NTK along training (kernel distance, velocity) and kernel learning at time t "
+                    "(Fort et al. 2020); writes ntk.json, ntk_distance.png, ntk_learning.png",
+             "spawn": "parent-child spawning: loss and 0-1 error barriers between SGD-noise children vs spawn time "
+                      "(Fort et al. 2020); writes spawn.json and spawn.png"}
     for name, text in helps.items():
         s = sub.add_parser(name, help=text, description=text)
         s.add_argument("--config", type=Path, default=None, help="TOML config (default: bundled default.toml)")
@@ -39,6 +45,11 @@ def _parser() -> argparse.ArgumentParser:
         if name == "compare":
             s.add_argument("--fast", action="store_true", help="small settings that finish in well under a minute on "
                            "2 CPU cores (digits subset, 11x11 scans, fewer probes)")
+        if name in ("ntk", "spawn"):
+            s.add_argument("--fast", action="store_true", help="small settings that finish in well under a minute on "
+                           "2 CPU cores (300 digits, 4 epochs, " + ("40 kernel inputs, 100/60 kernel-learning points)"
+                                                                    if name == "ntk" else "spawn times 0, 1, 2)")
+                           + "; --set values win")
     _sweep_parser(sub)
     return p
 
@@ -116,8 +127,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == "compare":
         from .report import compare_overrides
         overrides = compare_overrides(args.fast) + overrides  # the user's --set win
+    if args.command in ("ntk", "spawn"):
+        from .ntk.jobs import fast_overrides
+        overrides = fast_overrides(args.command, args.fast) + overrides  # the user's --set win
     try:
         cfg = load_config(args.config, overrides)
+        if args.command == "spawn":
+            cfg.check_spawn()
         if args.command == "compare":  # both compared configurations are valid before any work
             from .report import KINDS, model_config
             for kind in KINDS:
@@ -142,6 +158,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _run(args: argparse.Namespace, cfg: RunConfig, out: Path) -> int:
     """The command's work, in the locked run directory ``out``."""
     from . import pipeline
+    from .adapter import CapabilityError
     from .quantum.devices import DeviceUnavailableError
     progress = not args.no_progress
     try:
@@ -157,15 +174,56 @@ def _run(args: argparse.Namespace, cfg: RunConfig, out: Path) -> int:
             res = pipeline.run_hessian(cfg, out, progress, force=args.force)
             for r in res.values():
                 print(r.summary())  # type: ignore[attr-defined]
+        if args.command == "ntk":
+            from .ntk.jobs import run_ntk
+            print("\n".join(_ntk_summary(run_ntk(cfg, out, progress, force=args.force))))
+        if args.command == "spawn":
+            from .ntk.jobs import run_spawn_job
+            print("\n".join(_spawn_summary(run_spawn_job(cfg, out, progress, force=args.force))))
         if args.command in ("scan", "demo"):
             scan = pipeline.run_scan(cfg, out, progress, force=args.force)
             print(f"scan {scan.loss.shape}: centre loss {scan.center_loss:.6g}, min {float(scan.loss.min()):.6g}, "
                   f"max {float(scan.loss.max()):.6g} -> {out / 'scan.png'}")
-    except (ValueError, FloatingPointError, DeviceUnavailableError) as exc:
+    except (ValueError, FloatingPointError, DeviceUnavailableError, CapabilityError) as exc:
         print(f"qlandscape: error: {exc}", file=sys.stderr)
         return 1
     print(f"results in {out}/")
     return 0
+
+
+def _fmt(values: Any, digits: int = 3) -> str:
+    return "[" + ", ".join("nan" if v is None else f"{v:.{digits}f}" for v in values) + "]"
+
+
+def _ntk_summary(s: dict[str, Any]) -> list[str]:
+    """A few lines about ``ntk.json``'s summary ``s``."""
+    kl = s["kernel_learning"]
+    lines = [f"NTK ({s['kind']}, {s['implementation']}, {s['n_inputs']} inputs, {s['n_params']} parameters) at "
+             f"epochs {_fmt(s['times_epochs'], 2)}",
+             f"  kernel distance to initial {_fmt(s['kernel_to_initial'])}, to final {_fmt(s['kernel_to_final'])}",
+             f"  kernel velocity {_fmt(s['velocity'], 4)} per epoch"]
+    if "regression" in kl["methods"]:
+        lines.append(f"  kernel regression test accuracy {_fmt(kl['regression_accuracy'])}")
+    if "linearized" in kl["methods"]:
+        lines.append(f"  linearized-model test accuracy {_fmt(kl['linearized_accuracy'])}")
+    net = kl["network_accuracy"]
+    lines.append(f"  trained network test accuracy {'nan' if net is None else f'{net:.3f}'} "
+                 f"({kl['n_train']} train / {kl['n_test']} test points)")
+    lines += [f"  warning: {w}" for w in s["warnings"]]
+    lines += [f"{name}: {path}" for name, path in s["files"].items()]
+    return lines
+
+
+def _spawn_summary(s: dict[str, Any]) -> list[str]:
+    """A few lines about ``spawn.json``'s summary ``s``."""
+    plan = s["plan"]
+    lines = [f"spawn: {plan['n_children']} children per spawn time, trained to epoch {plan['epochs']} "
+             f"({s['children_trained']} trained now, {s['children_cached']} cached)"]
+    for i, t in enumerate(s["spawn_times"]):
+        lines.append(f"  t={t}: loss barrier {s['loss_barrier'][i]:.4f}, 0-1 error barrier "
+                     f"{s['error_barrier'][i]:.4f}, disagreement {s['disagreement'][i]:.4f}")
+    lines += [f"{name}: {path}" for name, path in s["files"].items()]
+    return lines
 
 
 if __name__ == "__main__":  # pragma: no cover

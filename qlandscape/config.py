@@ -528,6 +528,74 @@ class ScanConfig:
         return DEFAULT_SPAN if self.span is None else float(self.span)
 
 
+NTK_KINDS: tuple[str, ...] = ("trace", "full")
+NTK_IMPLEMENTATIONS: tuple[str, ...] = ("auto", "structured", "jacobian", "autograd")
+NTK_METHODS: tuple[str, ...] = ("regression", "linearized")
+# Repeated from qlandscape.ntk so that reading a config never imports torch
+# (tests/test_ntk_cli.py checks they agree).
+
+
+@dataclass(frozen=True)
+class NTKConfig:
+    """``qlandscape ntk``: the empirical NTK along the training trajectory (Fort et al. 2020).
+
+    ``n_inputs`` >= 2: the kernel is computed on the first ``n_inputs`` training points (all of them
+    when there are fewer); ``kind`` "trace" or "full"; ``implementation`` "auto", "structured",
+    "jacobian" or "autograd"; ``dtype`` "float64" or "float32"; ``checkpoints_every`` >= 1: every k-th
+    recorded checkpoint and the last. Kernel learning at time t: ``methods`` (distinct "regression",
+    "linearized") on the first ``n_train`` >= 2 training and ``n_test`` >= 1 test points; the linearized
+    model trains ``linearized_epochs`` >= 1 epochs at ``linearized_lr`` > 0."""
+
+    n_inputs: int = 100
+    kind: str = "trace"
+    implementation: str = "auto"
+    dtype: str = "float64"
+    methods: tuple[str, ...] = NTK_METHODS
+    n_train: int = 300
+    n_test: int = 200
+    linearized_epochs: int = 10
+    linearized_lr: float = 0.01
+    checkpoints_every: int = 1
+
+    def __post_init__(self) -> None:
+        _normalize(self)
+        s = "ntk"
+        _check_int(s, "n_inputs", self.n_inputs, 2)
+        _check_choice(s, "kind", self.kind, NTK_KINDS)
+        _check_choice(s, "implementation", self.implementation, NTK_IMPLEMENTATIONS)
+        _check_choice(s, "dtype", self.dtype, ("float64", "float32"))
+        m = self.methods
+        if not (isinstance(m, tuple) and m and all(isinstance(v, str) and v in NTK_METHODS for v in m)
+                and len(set(m)) == len(m)):
+            _fail(s, "methods", m, f"a non-empty list of distinct methods from {list(NTK_METHODS)}, "
+                  'e.g. ["regression"]')
+        _check_int(s, "n_train", self.n_train, 2)
+        _check_int(s, "n_test", self.n_test, 1)
+        _check_int(s, "linearized_epochs", self.linearized_epochs, 1)
+        _check_number(s, "linearized_lr", self.linearized_lr, positive=True)
+        _check_int(s, "checkpoints_every", self.checkpoints_every, 1)
+
+
+@dataclass(frozen=True)
+class SpawnConfig:
+    """``qlandscape spawn``: parent-child spawning (Fort et al. 2020; Frankle et al. 2020).
+
+    ``times``: distinct spawn epochs >= 0 (each <= ``train.epochs``, checked by ``spawn``: see
+    :meth:`RunConfig.check_spawn`); ``n_children`` >= 2 children per time; ``n_points`` >= 3 points on
+    each interpolation line between two children. Training hyper-parameters come from ``[train]``."""
+
+    times: tuple[int, ...] = (0, 1, 2, 4, 8)
+    n_children: int = 2
+    n_points: int = 11
+
+    def __post_init__(self) -> None:
+        _normalize(self)
+        s = "spawn"
+        _check_int_list(s, "times", self.times, 0, distinct=True, example="[0, 1, 2, 4, 8]")
+        _check_int(s, "n_children", self.n_children, 2, high=999)
+        _check_int(s, "n_points", self.n_points, 3)
+
+
 # Keys added after results were first cached: while at these values they are left out of
 # RunConfig.digest, so outputs computed before the keys existed stay reusable.
 _DIGEST_OMITTED_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -536,6 +604,8 @@ _DIGEST_OMITTED_DEFAULTS: dict[str, dict[str, Any]] = {
     "objective": {"loss": "cross_entropy", "dropout": "refuse"},
     "train": {"schedule": "constant", "t_max": None, "minimum": "last"},
 }
+# Sections added after results were first cached: left out of the whole-config digest while at their defaults.
+_DIGEST_OMITTED_SECTIONS: tuple[str, ...] = ("ntk", "spawn")
 
 
 @dataclass(frozen=True)
@@ -549,6 +619,8 @@ class RunConfig:
     hessian: HessianConfig = field(default_factory=HessianConfig)
     scan: ScanConfig = field(default_factory=ScanConfig)
     patch: PatchConfig = field(default_factory=PatchConfig)
+    ntk: NTKConfig = field(default_factory=NTKConfig)
+    spawn: SpawnConfig = field(default_factory=SpawnConfig)
 
     def __post_init__(self) -> None:
         hints = get_type_hints(RunConfig)
@@ -571,6 +643,25 @@ class RunConfig:
             _fail("objective", "batch_size", o.batch_size, ">= 2 (or omitted) with objective.mode='train' and "
                   "model.batchnorm=true (batch statistics of one sample are undefined)")
 
+    def check_spawn(self) -> None:
+        """Checks of the ``spawn`` command only (other commands never read ``[spawn]``, so a default
+        ``spawn.times`` beyond a short ``train.epochs`` must not stop them): every ``spawn.times`` entry
+        <= ``train.epochs`` and a constant learning rate (children restart the schedule otherwise).
+
+        Raises
+        ------
+        ValueError
+            One line naming the keys.
+        """
+        sp, t = self.spawn, self.train
+        late = [x for x in sp.times if x > t.epochs]
+        if late:
+            _fail("spawn", "times", sp.times, f"spawn epochs <= train.epochs={t.epochs} (children train to "
+                  f"train.epochs in all; {late} spawn later)")
+        if t.schedule != "constant":
+            _fail("train", "schedule", t.schedule, "'constant' for qlandscape spawn (parent and children train "
+                  "with a constant learning rate)")
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -581,6 +672,12 @@ class RunConfig:
         :meth:`ScanConfig.resolved_span_mode` and :meth:`ScanConfig.fixed_span`, and keys added later
         are left out while at their defaults, so results cached before they existed are reused.
         """
+        return hashlib.sha256(json.dumps(self.canonical(*sections), sort_keys=True).encode()).hexdigest()[:16]
+
+    def canonical(self, *sections: str) -> dict[str, Any]:
+        """The named sections (all if none) as :meth:`digest` hashes them: what the settings mean (resolved
+        scan ranges), keys added later left out while at their defaults, and, with no sections named,
+        sections added later left out while at their defaults."""
         d = self.to_dict()
         d["scan"]["span_mode"] = self.scan.resolved_span_mode()
         d["scan"]["span"] = self.scan.fixed_span()
@@ -588,8 +685,10 @@ class RunConfig:
             for key, default in defaults.items():
                 if d[section][key] == default:
                     del d[section][key]
-        chosen = {k: d[k] for k in (sections or d.keys())}
-        return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
+        for section in _DIGEST_OMITTED_SECTIONS:  # sections added later: left out while at their defaults
+            if not sections and d[section] == dataclasses.asdict(type(getattr(self, section))()):
+                del d[section]
+        return {k: d[k] for k in (sections or d.keys())}
 
 
 # ------------------------------------------------------------------ loading

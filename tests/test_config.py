@@ -133,6 +133,25 @@ BAD_VALUES = [
     ("patch.device=gpu", ["got 'gpu'", "'lightning.qubit'"]),
     ("patch.diff_method=finite", ["got 'finite'", "'adjoint'"]),
     ("patch.seed=-3", ["got -3", ">= 0"]),
+    # [ntk]
+    ("ntk.n_inputs=1", ["got 1", "integer >= 2"]),
+    ("ntk.kind=diag", ["got 'diag'", "'trace'", "'full'"]),
+    ("ntk.implementation=fast", ["got 'fast'", "'structured'", "'autograd'"]),
+    ("ntk.dtype=float16", ["got 'float16'", "'float64'", "'float32'"]),
+    ("ntk.methods=[]", ["got []", "non-empty list", "'regression'", "'linearized'"]),
+    ("ntk.methods=['regression', 'regression']", ["distinct"]),
+    ("ntk.methods=regression", ["got 'regression'", "list"]),
+    ("ntk.n_train=1", ["got 1", ">= 2"]),
+    ("ntk.n_test=0", ["got 0", ">= 1"]),
+    ("ntk.linearized_epochs=0", ["got 0", ">= 1"]),
+    ("ntk.linearized_lr=0", ["got 0.0", "> 0"]),
+    ("ntk.checkpoints_every=0", ["got 0", ">= 1"]),
+    # [spawn]
+    ("spawn.times=[]", ["got []", "one or more", "distinct"]),
+    ("spawn.times=[1, 1]", ["got [1, 1]", "distinct"]),
+    ("spawn.times=[-1]", ["got [-1]", ">= 0"]),
+    ("spawn.n_children=1", ["got 1", "[2, 999]"]),
+    ("spawn.n_points=2", ["got 2", ">= 3"]),
 ]
 
 

@@ -786,3 +786,20 @@ def test_scans_and_hessian_parts_are_measured_at_the_selected_minimum(tmp_path, 
     assert m["train_loss"] != pytest.approx(m["final_train_loss"], rel=1e-3)
     scan = json.loads((out / "runs" / p.dirname / "scan_pca.json").read_text())
     assert scan["info"]["directions"] == "pca"
+
+
+def test_run_ids_ignore_unread_sections_and_keys_added_at_their_defaults():
+    """A sweep run's identity is made of the sections it reads, with keys added later left out while at their
+    defaults: a code change that adds configuration (the [ntk] and [spawn] sections did) keeps finished runs
+    finished. A value that is set (not default) does change it."""
+    import dataclasses
+
+    from qlandscape.config import NTKConfig
+    (p,) = _spec(patches=(4,), seeds=(0,)).runs()
+    assert set(p.identity()["config"]) == {"data", "model", "patch", "train", "objective", "hessian", "scan"}
+    assert "schedule" not in p.identity()["config"]["train"]  # added later, at its default
+    other = dataclasses.replace(p, config=dataclasses.replace(p.config, ntk=NTKConfig(n_inputs=7)))
+    assert other.run_id == p.run_id
+    cosine = dataclasses.replace(p, config=dataclasses.replace(
+        p.config, train=dataclasses.replace(p.config.train, schedule="cosine")))
+    assert cosine.run_id != p.run_id

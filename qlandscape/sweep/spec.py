@@ -55,6 +55,8 @@ SCAN_KINDS: tuple[str, ...] = ("pca", "filter")
 """``measure.scans`` values: scans along the training trajectory's principal directions, or along
 filter-normalized random directions (each uses the base ``[scan]`` settings, ``dims`` included, with these
 directions)."""
+RUN_SECTIONS: tuple[str, ...] = ("data", "model", "patch", "train", "objective", "hessian", "scan")
+"""The run-configuration sections a sweep run reads (its identity is made of them)."""
 RUN_FORMAT = 1
 """Version of the run identity's canonical form (a change makes every run id new)."""
 
@@ -213,9 +215,11 @@ class RunPlan:
     save_model: bool = True
 
     def identity(self) -> dict[str, Any]:
-        """The canonical form hashed into :attr:`run_id`: what can change the run's results. Left out:
-        ``data.path`` (where the data are, not what they are) and ``save_model`` (which files are kept)."""
-        cfg = self.config.to_dict()
+        """The canonical form hashed into :attr:`run_id`: what can change the run's results, i.e. the
+        sections a sweep run reads (:data:`RUN_SECTIONS`) in :meth:`RunConfig.canonical` form, so that keys
+        and sections added to the configuration later do not change the ids of finished runs while at their
+        defaults. Left out: ``data.path`` (where the data are, not what they are) and ``save_model``."""
+        cfg = self.config.canonical(*RUN_SECTIONS)
         cfg["data"].pop("path", None)
         return {"format": RUN_FORMAT, "config": cfg, "measure": dataclasses.asdict(self.measure)}
 

@@ -1,0 +1,349 @@
+"""The jobs behind ``qlandscape ntk`` and ``qlandscape spawn`` (Fort et al. 2020 as pipeline steps).
+
+* :func:`run_ntk`: train (or reuse) the configured model, then two stamped, resumable steps in the run
+  directory: ``ntk_dynamics`` (the empirical NTK along the recorded trajectory: distance to the initial and
+  final kernels, velocity; ``ntk_dynamics.{npz,json}`` and ``ntk_distance.png``) and ``kernel_learning``
+  (kernel regression and linearized training with the kernel frozen at each checkpoint;
+  ``kernel_learning.{npz,json}`` and ``ntk_learning.png``); then the summary ``ntk.json``.
+* :func:`run_spawn_job`: parent-child spawning from the configured model's initialization, one stamped step
+  ``spawn_barriers`` (``spawn_barriers.{npz,json}``, ``spawn.png``) whose parent and children are cached in
+  ``DIR/spawn_cache/<digest>/`` as they finish (an interrupted run resumes); then the summary ``spawn.json``.
+
+Like every pipeline step, a step is reused while the configuration values it read, the steps it built on and
+its files are unchanged (:mod:`qlandscape.rundir`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, TypeVar
+
+import numpy as np
+
+from .. import pipeline
+from ..adapter import CapabilityError
+from ..config import RunConfig
+from ..configview import recorder_of
+from ..rundir import Drawers, RunDir, digest, open_rundir, write_json
+from .dynamics import KernelLearningResult, NTKDynamicsResult, kernel_learning_curve, ntk_dynamics
+from .linearized import LinearizedModel
+from .spawn import SpawnPlan, SpawnResult, run_spawn
+
+__all__ = ["run_ntk", "run_spawn_job", "fast_overrides", "checkpoint_indices", "spawn_plan", "FAST_OVERRIDES"]
+
+log = logging.getLogger("qlandscape")
+
+FAST_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "ntk": ("data.n_samples=300", "train.epochs=4", "ntk.n_inputs=40", "ntk.n_train=100", "ntk.n_test=60",
+            "ntk.linearized_epochs=3"),
+    "spawn": ("data.n_samples=300", "train.epochs=4", "spawn.times=[0,1,2]", "spawn.n_children=2"),
+}
+"""``--fast`` settings of the ``ntk`` and ``spawn`` commands (applied before the user's ``--set``)."""
+
+
+def fast_overrides(command: str, fast: bool) -> list[str]:
+    """The ``section.key=value`` overrides ``command`` ("ntk" or "spawn") applies before the user's own."""
+    if command not in FAST_OVERRIDES:
+        raise ValueError(f"no fast settings for command {command!r}; known: {sorted(FAST_OVERRIDES)}")
+    return list(FAST_OVERRIDES[command]) if fast else []
+
+
+def checkpoint_indices(n_records: int, every: int) -> list[int]:
+    """Every ``every``-th of ``n_records`` trajectory records and the last (at least two when there are)."""
+    idx = list(range(0, n_records, every))
+    if idx[-1] != n_records - 1:
+        idx.append(n_records - 1)
+    return idx
+
+
+def _clean(value: Any) -> Any:
+    """JSON-able copy: arrays to lists, NaN/inf to None."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return _clean(value.tolist())
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+R = TypeVar("R", NTKDynamicsResult, KernelLearningResult, SpawnResult)
+
+
+def _info_step(rd: RunDir, step: str, cls: type[R], cfg: RunConfig, upstream: Mapping[str, str], force: bool,
+               info: dict[str, Any], compute: Callable[[RunConfig], R],
+               figures: Optional[Callable[[R, RunConfig], Drawers]] = None,
+               figure_names: tuple[str, ...] = ()) -> R:
+    """:func:`qlandscape.pipeline._step` for a result stored as ``<step>.{npz,json}`` whose provenance (the
+    config digest, ``model_info`` and the compute wall time) goes into its ``info`` dict."""
+    path = rd.path / step
+
+    def timed(c: RunConfig) -> R:
+        start = time.perf_counter()
+        res = compute(c)
+        res.info["wall_time_s"] = time.perf_counter() - start
+        return res
+
+    def save(res: R, key: str) -> None:
+        res.info["config_digest"] = key
+        res.info["model_info"] = dict(info)
+        res.save(path)
+
+    value, _ = pipeline._step(rd, step, cfg, outputs=(f"{step}.npz", f"{step}.json"), upstream=upstream,
+                              force=force, compute=timed, save=save, load=lambda: cls.load(path),
+                              figures=figures, figure_names=figure_names)
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------- ntk
+def usable_methods(requested: tuple[str, ...], model: Any, example: Any) -> tuple[list[str], list[str]]:
+    """The kernel-learning methods ``model`` supports among ``requested``, and a warning for each dropped one.
+
+    "linearized" needs ``torch.func`` through the model (:class:`~qlandscape.ntk.LinearizedModel`); a model
+    without it (e.g. a patch QNN on an adjoint lightning device) runs "regression" only.
+    """
+    methods, warnings = list(requested), []
+    if "linearized" in methods:
+        try:
+            LinearizedModel(model, example_input=example)
+        except CapabilityError as exc:
+            methods.remove("linearized")
+            warnings.append(f"ntk.methods: 'linearized' dropped for {type(model).__name__}: {exc}")
+            if not methods:
+                methods = ["regression"]
+                warnings.append("ntk.methods: running 'regression' instead")
+    for w in warnings:
+        log.warning("%s", w)
+    return methods, warnings
+
+
+def _distance_figure(res: NTKDynamicsResult) -> Any:
+    import matplotlib.pyplot as plt
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    t = res.times_epochs
+    a.plot(t, res.kernel_to_initial, "o-", label="to initial kernel")
+    a.plot(t, res.kernel_to_final, "s-", label="to final kernel")
+    a.set_xlabel(f"training time ({res.info.get('time_unit', 'epochs')})")
+    a.set_ylabel("kernel distance")
+    a.set_ylim(-0.02, max(1e-3, float(np.nanmax(np.r_[res.kernel_to_initial, res.kernel_to_final]))) * 1.1)
+    a.set_title(f"NTK ({res.kind}, {res.n_inputs} inputs)")
+    a.legend()
+    a.grid(alpha=0.3)
+    v = np.asarray(res.velocity, dtype=float)
+    ok = np.isfinite(v) & (v > 0)
+    b.plot(t[ok], v[ok], "o-", color="C2")
+    if ok.any():
+        b.set_yscale("log")
+    b.set_xlabel(f"training time ({res.info.get('time_unit', 'epochs')})")
+    b.set_ylabel("kernel velocity (distance per epoch)")
+    b.set_title("kernel velocity")
+    b.grid(alpha=0.3)
+    return fig
+
+
+def _learning_figure(res: KernelLearningResult) -> Any:
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    t = res.times_epochs
+    if "regression" in res.methods:
+        ax.plot(t, res.regression_accuracy, "o-", label="kernel regression (K frozen at t)")
+    if "linearized" in res.methods:
+        ax.plot(t, res.linearized_accuracy, "s-", label="linearized model around t")
+    ax.plot(t, res.checkpoint_accuracy, ":", color="gray", label="network at t")
+    if math.isfinite(res.network_accuracy):
+        ax.axhline(res.network_accuracy, color="k", ls="--", label="fully trained network")
+    ax.set_xlabel(f"time t ({res.info.get('time_unit', 'epochs')})")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"kernel learning at time t ({res.info.get('n_train')} train, {res.info.get('n_test')} test)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def run_ntk(cfg: RunConfig, out: Path, progress: bool = True, force: bool = False) -> dict[str, Any]:
+    """The ``ntk`` job: train (or reuse), NTK dynamics, kernel learning; writes ``out/ntk.json`` and PNGs.
+
+    Parameters
+    ----------
+    cfg : RunConfig
+        ``[ntk]`` and the model / training sections.
+    out : Path
+        The run directory (shared with ``train``, ``hessian``, ``scan``: the trained model is reused).
+    progress : bool
+    force : bool
+        Recompute both steps and the training they depend on.
+
+    Returns
+    -------
+    dict
+        The summary written to ``ntk.json`` (NaN as null).
+    """
+    start = time.perf_counter()
+    out = Path(out)
+    with open_rundir(out) as rd:
+        (model, tr, ds), trained = pipeline._train_step(rd, cfg, progress, force)
+        upstream = {"train": trained.identity}
+        info = pipeline.model_info(model)
+        x_train, y_train = ds.train
+        methods, warnings = usable_methods(cfg.ntk.methods, model, x_train[:1])
+        n_records = int(np.asarray(tr.steps).shape[0])
+
+        def dynamics(c: RunConfig) -> NTKDynamicsResult:
+            n = c.ntk
+            k = min(n.n_inputs, int(x_train.shape[0]))
+            return ntk_dynamics(model, tr, x_train[:k], targets=y_train[:k], kind=n.kind,  # type: ignore[arg-type]
+                                implementation=n.implementation, dtype=n.dtype,  # type: ignore[arg-type]
+                                checkpoints=checkpoint_indices(n_records, n.checkpoints_every), progress=progress)
+
+        def learning(c: RunConfig) -> KernelLearningResult:
+            n = c.ntk
+            _ = n.methods  # recorded: the methods run follow from the configured ones
+            lin: dict[str, Any] = {}
+            if "linearized" in methods:  # its settings matter only when it runs
+                lin = dict(linearized_epochs=n.linearized_epochs, lr=n.linearized_lr,
+                           batch_size=c.train.batch_size, seed=c.train.seed)
+            return kernel_learning_curve(model, tr, ds, checkpoints=checkpoint_indices(n_records, n.checkpoints_every),
+                                         methods=methods, kind=n.kind,  # type: ignore[arg-type]
+                                         implementation=n.implementation, dtype=n.dtype,  # type: ignore[arg-type]
+                                         n_train=n.n_train, n_test=n.n_test, progress=progress, **lin)
+
+        dyn = _info_step(rd, "ntk_dynamics", NTKDynamicsResult, cfg, upstream, force, info, dynamics,
+                         figures=lambda r, c: {"ntk_distance.png": lambda: _distance_figure(r)},
+                         figure_names=("ntk_distance.png",))
+        kl = _info_step(rd, "kernel_learning", KernelLearningResult, cfg, upstream, force, info, learning,
+                        figures=lambda r, c: {"ntk_learning.png": lambda: _learning_figure(r)},
+                        figure_names=("ntk_learning.png",))
+        computed = {s: s in rd.fresh for s in ("train", "ntk_dynamics", "kernel_learning")}
+    summary = {
+        "times_epochs": dyn.times_epochs, "steps": dyn.steps, "checkpoints": dyn.checkpoints,
+        "time_unit": dyn.info.get("time_unit"),
+        "kernel_to_initial": dyn.kernel_to_initial, "kernel_to_final": dyn.kernel_to_final,
+        "kernel_to_previous": dyn.kernel_to_previous, "velocity": dyn.velocity,
+        "param_to_initial": dyn.param_to_initial, "param_to_final": dyn.param_to_final,
+        "function_to_final": dyn.function_to_final, "disagreement_to_final": dyn.disagreement_to_final,
+        "accuracy_on_kernel_inputs": dyn.accuracy, "kernel_norms": dyn.kernel_norms,
+        "kernel_learning": {
+            "times_epochs": kl.times_epochs, "methods": kl.methods,
+            "regression_accuracy": kl.regression_accuracy, "linearized_accuracy": kl.linearized_accuracy,
+            "linearized_best_accuracy": kl.linearized_best_accuracy, "checkpoint_accuracy": kl.checkpoint_accuracy,
+            "network_accuracy": kl.network_accuracy, "jitter": kl.regression_jitter,
+            "relative_jitter": kl.regression_relative_jitter, "n_train": kl.info.get("n_train"),
+            "n_test": kl.info.get("n_test"), "linearized": kl.info.get("linearized") if "linearized" in kl.methods
+            else None},
+        "network_accuracy": kl.network_accuracy,
+        "kind": dyn.kind, "implementation": dyn.implementation, "dtype": dyn.info.get("dtype"),
+        "n_inputs": dyn.n_inputs, "n_params": dyn.info.get("n_params"),
+        "methods_requested": list(cfg.ntk.methods), "methods": list(kl.methods), "warnings": warnings,
+        "model_info": info, "computed_now": computed,
+        "wall_time_s": {"ntk_dynamics": dyn.info.get("wall_time_s"), "kernel_learning": kl.info.get("wall_time_s"),
+                        "this_run": time.perf_counter() - start},
+        "files": {name: str(out / name) for name in ("ntk.json", "ntk_dynamics.npz", "kernel_learning.npz",
+                                                      "ntk_distance.png", "ntk_learning.png")},
+    }
+    summary = _clean(summary)
+    write_json(out / "ntk.json", summary)
+    return summary
+
+
+# -------------------------------------------------------------------------------------------------- spawn
+def spawn_plan(cfg: RunConfig) -> SpawnPlan:
+    """The :class:`SpawnPlan` of ``[spawn]`` with the training settings of ``[train]`` (parent seed:
+    ``train.seed``; evaluation on the test split)."""
+    t, s = cfg.train, cfg.spawn
+    return SpawnPlan(spawn_times=tuple(s.times), n_children=s.n_children, epochs=t.epochs, lr=t.lr,
+                     optimizer=t.optimizer, momentum=t.momentum, weight_decay=t.weight_decay,
+                     batch_size=t.batch_size, parent_seed=t.seed, n_points=s.n_points, eval_split="test")
+
+
+def _spawn_figure(res: SpawnResult) -> Any:
+    import matplotlib.pyplot as plt
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    t = np.asarray(res.spawn_times)
+    a.plot(t, res.loss_barrier, "o-", color="C0", label="loss barrier")
+    a.set_xlabel("spawn time (epochs)")
+    a.set_ylabel("loss barrier (nats)", color="C0")
+    a.grid(alpha=0.3)
+    a2 = a.twinx()
+    a2.plot(t, res.error_barrier, "s-", color="C1", label="0-1 error barrier")
+    a2.plot(t, res.disagreement, "^--", color="C2", label="disagreement")
+    a2.set_ylabel("error barrier / disagreement")
+    a2.set_ylim(-0.02, max(0.1, float(np.nanmax(np.r_[res.error_barrier, res.disagreement])) * 1.1))
+    lines = a.get_lines() + a2.get_lines()
+    a.legend(lines, [ln.get_label() for ln in lines], fontsize=8)
+    a.set_title(f"children barriers ({len(res.child_seeds)} children per time)")
+    alpha = np.asarray(res.alpha)
+    cmap = plt.get_cmap("viridis")
+    for i, ti in enumerate(t):
+        color = cmap(i / max(1, len(t) - 1))
+        b.plot(alpha, res.loss_curves[i].mean(axis=0), "-", color=color, label=f"t={int(ti)} loss")
+        b.plot(alpha, res.error_curves[i].mean(axis=0), ":", color=color)
+    b.set_xlabel("alpha (child i -> child j)")
+    b.set_ylabel("test loss (solid) / 0-1 error (dotted)")
+    b.set_title("interpolation between children (mean over pairs)")
+    b.legend(fontsize=7)
+    b.grid(alpha=0.3)
+    return fig
+
+
+def run_spawn_job(cfg: RunConfig, out: Path, progress: bool = True, force: bool = False) -> dict[str, Any]:
+    """The ``spawn`` job: parent-child spawning from the configured model's initialization.
+
+    The parent and every child are cached in ``out/spawn_cache/<digest of the values that define them>/`` as
+    they finish, so an interrupted run resumes; ``force`` empties that cache and recomputes.
+
+    Raises
+    ------
+    ValueError
+        :meth:`RunConfig.check_spawn` (spawn times after ``train.epochs``, a non-constant schedule).
+
+    Returns
+    -------
+    dict
+        The summary written to ``spawn.json`` (NaN as null).
+    """
+    cfg.check_spawn()
+    start = time.perf_counter()
+    out = Path(out)
+    info: dict[str, Any] = {}
+    with open_rundir(out) as rd:
+        def compute(c: RunConfig) -> SpawnResult:
+            ds = pipeline.build_dataset(c)
+            model = pipeline.build_model(c, ds)
+            info.update(pipeline.model_info(model))
+            plan = spawn_plan(c)
+            cache = rd.path / "spawn_cache" / digest(recorder_of(c).reads)  # model, data and plan
+            if force and cache.exists():
+                shutil.rmtree(cache)
+            res = run_spawn(model, ds, plan, cache_dir=cache, progress=progress)
+            res.info["cache_dir"] = str(cache)
+            return res
+
+        res = _info_step(rd, "spawn_barriers", SpawnResult, cfg, {}, force, info, compute,
+                         figures=lambda r, c: {"spawn.png": lambda: _spawn_figure(r)}, figure_names=("spawn.png",))
+        computed = "spawn_barriers" in rd.fresh
+    summary = {
+        "spawn_times": res.spawn_times, "loss_barrier": res.loss_barrier, "error_barrier": res.error_barrier,
+        "disagreement": res.disagreement, "pair_loss_barrier": res.pair_loss_barrier,
+        "pair_error_barrier": res.pair_error_barrier, "pair_disagreement": res.pair_disagreement,
+        "pair_distance": res.pair_distance, "pairs": res.pairs, "child_loss": res.child_loss,
+        "child_error": res.child_error, "parent_loss": res.parent_loss, "parent_error": res.parent_error,
+        "child_seeds": res.child_seeds, "plan": res.plan,
+        "model_info": res.info.get("model_info"), "computed_now": computed,
+        "children_trained": res.info.get("children_trained"), "children_cached": res.info.get("children_cached"),
+        "deviations": res.info.get("deviations"), "barrier_definition": res.info.get("barrier_definition"),
+        "wall_time_s": {"spawn": res.info.get("wall_time_s"), "parent": res.info.get("parent_wall_s"),
+                        "children": res.info.get("children_wall_s"), "this_run": time.perf_counter() - start},
+        "files": {name: str(out / name) for name in ("spawn.json", "spawn_barriers.npz", "spawn.png")},
+    }
+    summary = _clean(summary)
+    write_json(out / "spawn.json", summary)
+    return summary
