@@ -1,0 +1,592 @@
+"""Empirical NTK benchmark (issue 8): ``qlandscape.ntk.empirical_ntk`` against a naive per-sample Jacobian
+loop and the torch.func tutorial's Jacobian contraction, side by side in one run, one thread.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_ntk.py          # full run; writes benchmarks/results/ntk.{json,md}
+    OMP_NUM_THREADS=1 python benchmarks/bench_ntk.py --fast   # smoke run (a few minutes); writes ntk_fast.{json,md}
+
+Workloads (seeded initial weights, ``torch.manual_seed(0)``; the kernel's cost does not depend on training):
+the first ``N`` training inputs of ``qlandscape.load_digits()`` (N = 500; --fast: 100) for
+
+* MLP 64-128-128-10 tanh (``qlandscape.models.MLP(64, (128, 128), 10, "tanh")``, 26,122 parameters),
+* MLP 64-512-512-10 tanh (301,066 parameters; not in --fast),
+* SmallCNN conv8-conv16-GAP-linear tanh on the 8x8 images (``load_digits(images=True)``, 1,418 parameters),
+
+each in float64 and float32, full kernel ``(N*C, N*C)`` (sample-major) and output-traced kernel ``(N, N)``
+(sum over the C = 10 outputs); and the patch QNN ``PatchQNN("digits", n_patches=4, layers=2)`` (384
+parameters) on the first 200 inputs (--fast: 50), float64.
+
+Methods (rows)
+--------------
+* ``qlandscape <impl>``: ``empirical_ntk(model, x, kind=..., implementation=impl, dtype=...)`` for ``auto``,
+  ``structured`` (MLPs only), ``jacobian`` and ``autograd``, default block sizes. Quantum: ``auto`` on the
+  default.qubit model and on the ``device="torch.statevector"`` model (same weights).
+* ``naive loop`` (anchor a): per sample one forward and, per output, ``torch.autograd.grad`` with
+  ``retain_graph``; the gradients fill a preallocated ``J (N*C, P)`` (preallocating instead of stacking halves
+  its memory), then ``J @ J.T`` (traced: ``J.view(N, C*P) @ J.view(N, C*P).T``, the sum over outputs).
+  Quantum: the same loop on the ``device="lightning.qubit"`` model (adjoint differentiation, same state_dict).
+* ``tutorial`` (anchor b): https://pytorch.org/tutorials/intermediate/neural_tangent_kernel.html —
+  ``vmap(jacrev(fnet_single), (None, 0))`` over the points, then per parameter tensor
+  ``einsum('Naf,Mbf->NMab')`` (traced: ``'Naf,Maf->NM'``), summed (in place: the tutorial stacks, then sums;
+  same arithmetic, less memory). Chunked over points to fit memory: the kernel is assembled block pair by block
+  pair (lower triangle, mirrored; a diagonal block reuses its one Jacobian), the Jacobians of all chunks kept
+  when the whole ``J`` fits in half the memory budget, otherwise recomputed per block pair. Its knob, the
+  chunk size (50/100/250/500 points), is swept; each setting runs as its own row in its own process and the
+  fastest is reported as the tutorial's row (the sweep is in the JSON). Its result ``(N, N, C, C)`` is not
+  permuted to sample-major inside the timing (only for the accuracy check).
+
+Measurements. Every row runs in a fresh process, forked from the driver after its imports (torch, qlandscape,
+PennyLane, sklearn; no NTK work is done in the driver): setup (model, data), then one warm-up
+run and, when the warm-up took under 15 s, ``--repeats`` timed runs (median; 15-60 s: one more run; over 60 s:
+the warm-up is the single reported run, marked). Memory: the peak resident set of the work alone (Linux: the
+high-water mark is reset after setup with ``/proc/self/clear_refs`` and read from ``VmHWM``, minus the RSS
+before the work; torch's CPU allocations are invisible to tracemalloc) as "peak MiB", plus the process's whole
+``ru_maxrss``. A row whose estimated memory exceeds the budget (``--mem-gib``, default 8) is recorded as
+skipped with the reason. Accuracy: every row's kernel against the float64 ``qlandscape auto`` kernel of the
+same model and kind, ``max |K - K_ref| / max |K_ref|``. Rows run one after the other (not interleaved), so
+ratios assume a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+os.environ["OMP_NUM_THREADS"] = "1"
+os.environ.setdefault("QLANDSCAPE_PROGRESS", "0")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+import qlandscape as ql  # noqa: E402
+from qlandscape.ntk import empirical_ntk  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+GIB = 2**30
+MIB = 2**20
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+TUTORIAL_CHUNKS = (50, 100, 250, 500)
+SINGLE_RUN_S = 60.0  # warm-up longer than this: it is the single reported run
+ONE_MORE_S = 15.0    # warm-up between ONE_MORE_S and SINGLE_RUN_S: one more run
+
+MODELS = {
+    "mlp": "MLP 64-128-128-10 tanh",
+    "wide": "MLP 64-512-512-10 tanh",
+    "cnn": "SmallCNN conv8-conv16-GAP-linear tanh (8x8 images)",
+    "qnn": "PatchQNN digits, 4 patches, L=2",
+}
+QNN_DEVICES = {"qlandscape auto (default.qubit)": "default.qubit",
+               "qlandscape auto (torch.statevector)": "torch.statevector",
+               "naive loop (lightning.qubit adjoint)": "lightning.qubit"}
+
+
+# ============================================================================ workloads
+def build_model(name: str, dtype: torch.dtype, device: str = "default.qubit") -> torch.nn.Module:
+    """Seeded initial weights; the QNN on ``device`` carries the default.qubit model's state_dict."""
+    torch.manual_seed(0)
+    if name == "mlp":
+        m = ql.models.MLP(64, (128, 128), 10, "tanh")
+    elif name == "wide":
+        m = ql.models.MLP(64, (512, 512), 10, "tanh")
+    elif name == "cnn":
+        m = ql.models.SmallCNN(1, (8, 16), 10, "tanh")
+    elif name == "qnn":
+        ref = ql.quantum.PatchQNN("digits", n_patches=4, layers=2, device="default.qubit")
+        if device == "default.qubit":
+            m = ref
+        else:
+            m = ql.quantum.PatchQNN("digits", n_patches=4, layers=2, device=device)
+            m.load_state_dict(ref.state_dict())
+    else:
+        raise ValueError(name)
+    return m.to(dtype).eval()
+
+
+def inputs(name: str, n: int, dtype: torch.dtype) -> torch.Tensor:
+    ds = ql.load_digits(images=(name == "cnn"))
+    x = ds.train[0][:n]
+    if x.shape[0] < n:
+        raise ValueError(f"only {x.shape[0]} training inputs, asked for {n}")
+    return x.to(dtype)
+
+
+def n_params(name: str) -> int:
+    return sum(p.numel() for p in build_model(name, torch.float64).parameters())
+
+
+# ============================================================================ methods
+def naive_ntk(model: torch.nn.Module, x: torch.Tensor, kind: str) -> torch.Tensor:
+    """Anchor (a): per sample a forward, per output ``autograd.grad``; J (N*C, P) then J @ J.T."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    P = sum(p.numel() for p in params)
+    N = int(x.shape[0])
+    J: Optional[torch.Tensor] = None
+    C = 0
+    for i in range(N):
+        out = model(x[i:i + 1])
+        if J is None:
+            C = int(out.shape[1])
+            J = torch.empty(N * C, P, dtype=out.dtype)
+        for c in range(C):
+            grads = torch.autograd.grad(out[0, c], params, retain_graph=c < C - 1, allow_unused=True)
+            row, k = J[i * C + c], 0
+            for p, g in zip(params, grads):
+                n = p.numel()
+                if g is None:
+                    row[k:k + n] = 0.0
+                else:
+                    row[k:k + n] = g.reshape(-1)
+                k += n
+    assert J is not None
+    if kind == "trace":
+        Jr = J.view(N, C * P)
+        return Jr @ Jr.T
+    return J @ J.T
+
+
+def tutorial_ntk(model: torch.nn.Module, x: torch.Tensor, kind: str, chunk: int, cache: bool) -> torch.Tensor:
+    """Anchor (b): the torch.func tutorial's ``empirical_ntk_jacobian_contraction``, chunked over points.
+
+    Returns ``(N, N, C, C)`` (full, the tutorial's ``NMab`` layout) or ``(N, N)`` (trace)."""
+    from torch.func import functional_call, jacrev, vmap
+    params = {k: v.detach() for k, v in model.named_parameters()}
+
+    def fnet_single(params, x):
+        return functional_call(model, params, (x.unsqueeze(0),)).squeeze(0)
+
+    jac_fn = vmap(jacrev(fnet_single), (None, 0))
+
+    def jac(xb: torch.Tensor) -> list[torch.Tensor]:
+        return [j.flatten(2) for j in jac_fn(params, xb).values()]
+
+    expr = "Naf,Mbf->NMab" if kind == "full" else "Naf,Maf->NM"
+
+    def contract(j1: list[torch.Tensor], j2: list[torch.Tensor]) -> torch.Tensor:
+        total: Optional[torch.Tensor] = None
+        for a, b in zip(j1, j2):
+            t = torch.einsum(expr, a, b)
+            total = t if total is None else total.add_(t)
+        assert total is not None
+        return total
+
+    N = int(x.shape[0])
+    starts = list(range(0, N, chunk))
+    jacs: dict[int, list[torch.Tensor]] = {}
+    K: Optional[torch.Tensor] = None
+    for a, sa in enumerate(starts):
+        ja = jacs[a] if a in jacs else jac(x[sa:sa + chunk])
+        if cache:
+            jacs[a] = ja
+        ra = slice(sa, sa + chunk)
+        for b in range(a + 1):
+            sb = starts[b]
+            jb = ja if b == a else (jacs[b] if cache else jac(x[sb:sb + chunk]))
+            blk = contract(ja, jb)
+            if K is None:
+                K = torch.empty((N, N) + tuple(blk.shape[2:]), dtype=blk.dtype)
+            rb = slice(sb, sb + chunk)
+            K[ra, rb] = blk
+            if b != a:
+                K[rb, ra] = blk.transpose(0, 1) if kind == "trace" else blk.permute(1, 0, 3, 2)
+    assert K is not None
+    return K
+
+
+def canonical(K: torch.Tensor, kind: str) -> torch.Tensor:
+    """Sample-major ``(N*C, N*C)`` (full) / ``(N, N)`` (trace), float64."""
+    if kind == "full" and K.dim() == 4:
+        N, _, C, _ = K.shape
+        K = K.permute(0, 2, 1, 3).reshape(N * C, N * C)
+    return K.to(torch.float64)
+
+
+# ============================================================================ memory estimates
+def estimate_bytes(row: dict, P: int, C: int = 10) -> Optional[float]:
+    """Rough peak bytes of a row's work (None: bounded by design, never skipped)."""
+    N, item = row["n"], torch.empty((), dtype=DTYPES[row["dtype"]]).element_size()
+    K = (N * C) ** 2 * item if row["kind"] == "full" else N * N * item
+    J_all = N * C * P * item
+    if row["method"].startswith("naive"):
+        return J_all + K
+    if row["method"] == "tutorial":
+        if row["chunk"] >= N:  # one chunk: one Jacobian, reused for both sides
+            return J_all + K
+        Jc = row["chunk"] * C * P * item
+        return J_all + Jc + K if row["cache"] else 3 * Jc + K
+    return None
+
+
+def fmt_gib(b: float) -> str:
+    return f"{b / GIB:.1f} GiB"
+
+
+# ============================================================================ child: one row
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status (Linux only)")
+
+
+def _reset_peak_rss() -> int:
+    """Reset the peak-RSS high-water mark (Linux ``clear_refs``) and return the current RSS in kB."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status_kb("VmRSS")
+
+
+def run_row(row: dict, repeats: int, ref_dir: Path) -> dict:
+    """Time one row in this (fresh) process; compare with / save the reference kernel."""
+    dtype = DTYPES[row["dtype"]]
+    name, kind, method = row["model"], row["kind"], row["method"]
+    x = inputs(name, row["n"], dtype)
+    fn: Callable[[], torch.Tensor]
+    if name == "qnn":
+        model = build_model(name, dtype, QNN_DEVICES[method])
+        if method.startswith("naive"):
+            def fn() -> torch.Tensor:
+                return naive_ntk(model, x, kind)
+        else:
+            def fn() -> torch.Tensor:
+                return empirical_ntk(model, x, kind=kind, implementation="auto", dtype=dtype, progress=False)
+    else:
+        model = build_model(name, dtype)
+        if method.startswith("qlandscape"):
+            impl = method.split()[1]
+
+            def fn() -> torch.Tensor:
+                return empirical_ntk(model, x, kind=kind, implementation=impl, dtype=dtype, progress=False)
+        elif method.startswith("naive"):
+            def fn() -> torch.Tensor:
+                return naive_ntk(model, x, kind)
+        else:
+            def fn() -> torch.Tensor:
+                return tutorial_ntk(model, x, kind, row["chunk"], row["cache"])
+
+    base_kb = _reset_peak_rss()
+    times: list[float] = []
+    K: Optional[torch.Tensor] = None
+
+    def once() -> None:
+        nonlocal K
+        K = None  # the previous run's kernel is not kept alive during the next
+        t0 = time.perf_counter()
+        K = fn()
+        times.append(time.perf_counter() - t0)
+
+    once()  # warm-up
+    warm = times[0]
+    n_more = 0 if warm > SINGLE_RUN_S else 1 if warm > ONE_MORE_S else repeats
+    for _ in range(n_more):
+        once()
+    timed = times[1:] if n_more else times
+    peak_kb = _status_kb("VmHWM")
+    out: dict[str, Any] = dict(
+        seconds=statistics.median(timed), times=times,
+        timing=(f"median of {n_more} runs after a warm-up" if n_more else "single run (warm-up > 60 s)"),
+        peak_mib=(peak_kb - base_kb) / 1024,
+        ru_maxrss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    assert K is not None
+    Kc = canonical(K, kind)
+    out["shape"] = list(Kc.shape)
+    ref_path = ref_dir / f"{name}_{kind}.pt"
+    if row.get("reference"):
+        torch.save(Kc, ref_path)
+        out["max_rel_diff"] = 0.0
+    elif ref_path.exists():
+        ref = torch.load(ref_path)
+        out["max_rel_diff"] = float((Kc - ref).abs().max() / ref.abs().max())
+    out["symmetric"] = bool(torch.equal(Kc, Kc.T))
+    return out
+
+
+# ============================================================================ parent
+def plan(models: list[str], n: int, n_qnn: int, budget: float) -> list[dict]:
+    """All rows, the float64 ``qlandscape auto`` row first per (model, kind): it is the reference."""
+    rows: list[dict] = []
+    for name in models:
+        if name == "qnn":
+            for kind in ("trace", "full"):
+                for i, method in enumerate(QNN_DEVICES):
+                    rows.append(dict(model=name, kind=kind, dtype="float64", method=method, n=n_qnn,
+                                     reference=(i == 0)))
+            continue
+        P = n_params(name)
+        impls = ["auto"] + (["structured"] if name != "cnn" else []) + ["jacobian", "autograd"]
+        for kind in ("full", "trace"):
+            for dtype in ("float64", "float32"):
+                item = torch.empty((), dtype=DTYPES[dtype]).element_size()
+                for impl in impls:
+                    rows.append(dict(model=name, kind=kind, dtype=dtype, method=f"qlandscape {impl}", n=n,
+                                     reference=(dtype == "float64" and impl == "auto")))
+                rows.append(dict(model=name, kind=kind, dtype=dtype, method="naive loop", n=n))
+                cache = n * 10 * P * item <= budget / 2
+                for chunk in sorted({min(c, n) for c in TUTORIAL_CHUNKS}):
+                    rows.append(dict(model=name, kind=kind, dtype=dtype, method="tutorial", n=n, chunk=chunk,
+                                     cache=cache))
+        for r in rows:
+            if r["model"] == name:
+                est = estimate_bytes(r, P)
+                if est is not None and est > budget:
+                    what = ("J" if r["method"] == "naive loop" or r.get("cache") or r["chunk"] >= n
+                            else "two chunks' J")
+                    r["skipped"] = (f"{what} would be {fmt_gib(_j_part(r, P))}; estimated peak "
+                                    f"{fmt_gib(est)} > {fmt_gib(budget)} budget")
+    return rows
+
+
+def _j_part(row: dict, P: int, C: int = 10) -> float:
+    item = torch.empty((), dtype=DTYPES[row["dtype"]]).element_size()
+    if row["method"] == "naive loop" or row.get("cache") or row["chunk"] >= row["n"]:
+        return row["n"] * C * P * item
+    return 2 * min(row["chunk"], row["n"]) * C * P * item
+
+
+def _worker(conn: Any, row: dict, repeats: int, ref_dir: Path) -> None:
+    try:
+        res = run_row(row, repeats, ref_dir)
+    except Exception as exc:  # noqa: BLE001 - recorded by the parent
+        res = dict(error=f"{type(exc).__name__}: {exc}"[:300], where=traceback.format_exc()[-600:])
+    conn.send(res)
+    conn.close()
+
+
+def spawn_row(row: dict, repeats: int, ref_dir: Path) -> dict:
+    """Run one row in a fresh process forked from this one (imports done, no NTK work yet: no import cost per
+    row, and the child's peak memory is its own)."""
+    ctx = mp.get_context("fork")
+    recv, send = ctx.Pipe(duplex=False)
+    t0 = time.perf_counter()
+    p = ctx.Process(target=_worker, args=(send, row, repeats, ref_dir))
+    p.start()
+    send.close()
+    try:
+        res = recv.recv()
+    except EOFError:
+        res = None
+    p.join()
+    if res is None:
+        res = dict(error=f"worker process died (exit code {p.exitcode}; killed for memory?)")
+    res["process_wall_s"] = time.perf_counter() - t0
+    return res
+
+
+def label(row: dict) -> str:
+    if row["method"] == "tutorial" and row["chunk"] >= row["n"]:
+        return f"tutorial (one chunk of {row['n']})"
+    if row["method"] == "tutorial":
+        return f"tutorial (chunk {row['chunk']}, {'J cached' if row['cache'] else 'J recomputed'})"
+    return row["method"]
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """One table row per (model, kind, dtype, method): the tutorial's fastest chunk setting; speedups."""
+    table: list[dict] = []
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["kind"], r["dtype"]), []).append(r)
+    for (model, kind, dtype), rs in groups.items():
+        sweep = [r for r in rs if r["method"] == "tutorial"]
+        ok = [r for r in sweep if "seconds" in r]
+        best_tut = min(ok, key=lambda r: r["seconds"]) if ok else (sweep[0] if sweep else None)
+        chosen = [r for r in rs if r["method"] != "tutorial"] + ([best_tut] if best_tut else [])
+        naive = next((r for r in rs if r["method"].startswith("naive")), None)
+        for r in chosen:
+            t = dict(model=model, kind=kind, dtype=dtype, method=label(r), n=r["n"])
+            for k in ("seconds", "timing", "peak_mib", "ru_maxrss_mib", "max_rel_diff", "skipped", "error"):
+                if k in r:
+                    t[k] = r[k]
+            if "seconds" in r:
+                if naive is not None and "seconds" in naive:
+                    t["speedup_vs_naive"] = naive["seconds"] / r["seconds"]
+                    if naive.get("peak_mib"):
+                        t["memory_vs_naive"] = r["peak_mib"] / naive["peak_mib"]
+                if best_tut is not None and "seconds" in best_tut:
+                    t["speedup_vs_tutorial"] = best_tut["seconds"] / r["seconds"]
+            if r is best_tut and sweep:
+                t["tutorial_sweep"] = [dict(chunk=s["chunk"], cache=s["cache"],
+                                            **{k: s[k] for k in ("seconds", "peak_mib", "skipped", "error") if k in s})
+                                       for s in sweep]
+            table.append(t)
+    return table
+
+
+def targets(table: list[dict]) -> list[dict]:
+    """The issue's targets, per (model, kind, dtype) where both sides were measured."""
+    def find(model, kind, dtype, method):
+        return next((t for t in table if (t["model"], t["kind"], t["dtype"]) == (model, kind, dtype)
+                     and t["method"].startswith(method)), None)
+
+    out = []
+    for t in table:
+        m, k, d = t["model"], t["kind"], t["dtype"]
+        if m in ("mlp", "wide") and k == "full" and t["method"] == "qlandscape auto":
+            naive = find(m, k, d, "naive")
+            ok = None
+            if "seconds" in t and naive and "seconds" in naive:
+                ok = t["speedup_vs_naive"] >= 20 and t["memory_vs_naive"] <= 0.5
+            out.append(dict(target="MLP full kernel >= 20x faster than the naive loop with <= 1/2 its memory",
+                            model=m, kind=k, dtype=d, speedup=t.get("speedup_vs_naive"),
+                            memory_ratio=t.get("memory_vs_naive"), met=ok,
+                            note=None if ok is not None else f"naive loop not measured ({(naive or {}).get('skipped')})"))
+        if m == "cnn" and t["method"] == "qlandscape auto":
+            sp = t.get("speedup_vs_tutorial")
+            out.append(dict(target="CNN >= 1.4x faster than the tutorial's contraction", model=m, kind=k, dtype=d,
+                            speedup=sp, met=None if sp is None else sp >= 1.4))
+        if m == "qnn" and t["method"].startswith("qlandscape auto"):
+            sp = t.get("speedup_vs_naive")
+            out.append(dict(target="quantum NTK >= 10x faster than per-sample adjoint", model=m, kind=k, dtype=d,
+                            via=t["method"], speedup=sp, met=None if sp is None else sp >= 10))
+    return out
+
+
+def machine_info(argv: list[str]) -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    mem = None
+    try:
+        mem = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
+                       if line.startswith("MemTotal"))) / 1024**2
+    except (OSError, StopIteration):
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=HERE).stdout.strip() or None
+    except OSError:
+        commit = None
+    try:
+        import pennylane
+        pl = pennylane.__version__
+    except ImportError:
+        pl = None
+    return dict(python=platform.python_version(), torch=torch.__version__, pennylane=pl, cpu=cpu,
+                cores=os.cpu_count(), mem_gib=mem, threads=torch.get_num_threads(),
+                omp_num_threads=os.environ.get("OMP_NUM_THREADS"), git_commit=commit,
+                load_avg_start=list(os.getloadavg()),
+                command="OMP_NUM_THREADS=1 python benchmarks/bench_ntk.py" + "".join(" " + a for a in argv),
+                date=time.strftime("%Y-%m-%d %H:%M:%S"))
+
+
+def _f(v: Any, spec: str) -> str:
+    return "—" if v is None else format(v, spec)
+
+
+def markdown(res: dict) -> str:
+    mc, cfg = res["machine"], res["config"]
+    L = [f"# Empirical NTK benchmark{' (--fast)' if cfg['fast'] else ''}", "",
+         f"Command: `{mc['command']}` ({mc['date']}; total {res['wall_s'] / 60:.1f} min). "
+         f"Machine: {mc['cpu']}, {mc['cores']} cores, {_f(mc['mem_gib'], '.0f')} GiB; 1 thread; Python "
+         f"{mc['python']}, torch {mc['torch']}, PennyLane {mc['pennylane']}; git {mc['git_commit']}; load average "
+         f"at start {mc['load_avg_start'][0]:.2f}, at end {res['load_avg_end'][0]:.2f}.", "",
+         f"Inputs: first {cfg['n']} digits training inputs (QNN: {cfg['n_qnn']}); seeded initial weights. "
+         "Every row in a fresh process: seconds = median of repeats after one warm-up (see timing in the JSON); "
+         "peak MiB = peak resident-set growth of the work alone (Linux VmHWM reset after setup); "
+         "max rel diff = max |K - K_ref| / max |K_ref| against the float64 `qlandscape auto` kernel. "
+         "Speedups are ratios of these medians (rows run one after the other, not interleaved). "
+         f"Rows whose estimated peak exceeds {cfg['mem_gib']:g} GiB are skipped. The tutorial row is the "
+         "fastest of its chunk sweep (all settings in the JSON).", ""]
+    if cfg["fast"]:
+        L += ["**--fast smoke run**: fewer points, fewer repeats, no wide MLP; not the reported numbers.", ""]
+    L += ["## Targets (issue 8)", "", "| target | model | kind | dtype | measured | met |", "|---|---|---|---|---|---|"]
+    for t in res["targets"]:
+        meas = f"{_f(t['speedup'], '.1f')}x" + (f", memory {_f(t.get('memory_ratio'), '.2f')} of naive"
+                                                 if "memory_ratio" in t else "")
+        if t.get("via"):
+            meas += f" ({t['via']})"
+        met = "—" if t["met"] is None else ("yes" if t["met"] else "**no**")
+        if t.get("note") and t["met"] is None:
+            met += f" ({t['note']})"
+        L.append(f"| {t['target']} | {MODELS[t['model']]} | {t['kind']} | {t['dtype']} | {meas} | {met} |")
+    L += ["", "## All rows", "",
+          "| model | kind | dtype | method | time s | peak MiB | speedup vs naive | vs tutorial | max rel diff |",
+          "|---|---|---|---|---|---|---|---|---|"]
+    for t in res["table"]:
+        head = f"| {MODELS[t['model']]} | {t['kind']} | {t['dtype']} | {t['method']} |"
+        if "seconds" not in t:
+            why = f"skipped: {t['skipped']}" if "skipped" in t else f"failed: {t.get('error', '?')[:80]}"
+            L.append(f"{head} {why} | | | | |")
+            continue
+        single = "*" if t.get("timing", "").startswith("single") else ""
+        L.append(f"{head} {t['seconds']:.3g}{single} | {t['peak_mib']:.0f} | {_f(t.get('speedup_vs_naive'), '.1f')} | "
+                 f"{_f(t.get('speedup_vs_tutorial'), '.2f')} | {_f(t.get('max_rel_diff'), '.1e')} |")
+    L += ["", "\\* single run (the warm-up took over 60 s).", "",
+          "## Tutorial chunk sweep", "", "| model | kind | dtype | chunk | J | time s | peak MiB |",
+          "|---|---|---|---|---|---|---|"]
+    for r in res["rows"]:
+        if r["method"] != "tutorial":
+            continue
+        cell = (f"{r['seconds']:.3g} | {r['peak_mib']:.0f}" if "seconds" in r else
+                f"skipped: {r['skipped']} |" if "skipped" in r else f"failed: {r.get('error', '?')[:60]} |")
+        J = "one chunk" if r["chunk"] >= r["n"] else "cached" if r["cache"] else "recomputed"
+        L.append(f"| {MODELS[r['model']]} | {r['kind']} | {r['dtype']} | {r['chunk']} | {J} | {cell} |")
+    return "\n".join(L) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--fast", action="store_true", help="smoke run: 100 points (QNN 50), 1 repeat, no wide MLP")
+    ap.add_argument("--n", type=int, default=None, help="points (default 500; --fast 100)")
+    ap.add_argument("--n-qnn", type=int, default=None, help="QNN points (default 200; --fast 50)")
+    ap.add_argument("--repeats", type=int, default=None, help="timed runs after the warm-up (default 3; --fast 1)")
+    ap.add_argument("--models", nargs="+", choices=list(MODELS), default=None)
+    ap.add_argument("--mem-gib", type=float, default=8.0, help="skip rows whose estimated peak exceeds this")
+    ap.add_argument("--out", type=Path, default=HERE / "results")
+    args = ap.parse_args()
+
+    fast = args.fast
+    n = args.n or (100 if fast else 500)
+    n_qnn = args.n_qnn or (50 if fast else 200)
+    repeats = args.repeats or (1 if fast else 3)
+    models = args.models or (["mlp", "cnn", "qnn"] if fast else ["mlp", "wide", "cnn", "qnn"])
+    budget = args.mem_gib * GIB
+    argv = sys.argv[1:]
+    info = machine_info(argv)
+    print(f"bench_ntk{' --fast' if fast else ''}: N={n}, QNN N={n_qnn}, repeats={repeats}, models={models}, "
+          f"torch {torch.__version__}, load {info['load_avg_start'][0]:.2f}", flush=True)
+    rows = plan(models, n, n_qnn, budget)
+    ql.load_digits()  # sklearn's imports, once, before the workers fork
+    ref_dir = Path(tempfile.mkdtemp(prefix="bench_ntk_ref_"))
+    t_start = time.perf_counter()
+    try:
+        for i, r in enumerate(rows):
+            if "skipped" not in r:
+                r.update(spawn_row(r, repeats, ref_dir))
+            status = (f"{r['seconds']:.3g} s, {r['peak_mib']:.0f} MiB, diff {_f(r.get('max_rel_diff'), '.1e')}"
+                      if "seconds" in r else r.get("skipped") or r.get("error"))
+            print(f"[{i + 1}/{len(rows)} {time.perf_counter() - t_start:.0f}s] {r['model']} {r['kind']} "
+                  f"{r['dtype']} {label(r)}: {status}", flush=True)
+    finally:
+        shutil.rmtree(ref_dir, ignore_errors=True)
+    table = summarise(rows)
+    res = dict(machine=info, config=dict(fast=fast, n=n, n_qnn=n_qnn, repeats=repeats, models=models,
+                                         mem_gib=args.mem_gib, model_names={k: MODELS[k] for k in models},
+                                         n_params={k: n_params(k) for k in models}),
+               wall_s=time.perf_counter() - t_start, load_avg_end=list(os.getloadavg()),
+               targets=targets(table), table=table, rows=rows)
+    stem = "ntk_fast" if fast else "ntk"
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{stem}.json").write_text(json.dumps(res, indent=2))
+    md = markdown(res)
+    (args.out / f"{stem}.md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
