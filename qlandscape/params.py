@@ -125,11 +125,12 @@ class ParamSpace:
         if vec.shape[-1] != self.size:
             raise ValueError(f"flat vector has length {vec.shape[-1]}, this parameter space has {self.size}")
         lead = vec.shape[:-1]
-        out = {}
         offs = self.offsets
-        for i, (name, shape) in enumerate(zip(self.names, self.shapes)):
-            out[name] = vec[..., offs[i]:offs[i + 1]].reshape(*lead, *shape)
-        return out
+        sizes = [offs[i + 1] - offs[i] for i in range(len(self.names))]
+        # torch.split, not one slice per tensor: its backward is one concatenation, where each slice's backward
+        # would scatter into its own zero vector of length n (per output row under jacrev/vmap)
+        parts = torch.split(vec, sizes, dim=-1)
+        return {name: part.reshape(*lead, *shape) for name, shape, part in zip(self.names, self.shapes, parts)}
 
     def slices(self) -> Iterable[tuple[str, slice, torch.Size]]:
         """Yield ``(name, slice into the flat vector, shape)`` for each parameter."""
