@@ -49,6 +49,9 @@ torch.set_num_threads(1)
 
 import qlandscape as ql  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _memory import reset_peak_rss, status_kb  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 TARGET = 1e-3
 
@@ -271,7 +274,7 @@ def child_scan(which: str, repeats: int) -> None:
     ob = ql.Objective(model, "cross_entropy", (x, y))
     d1 = ql.random_direction(ob.space, ob.theta0, seed=1)
     d2 = ql.random_direction(ob.space, ob.theta0, seed=2)
-    base = _reset_peak_rss()
+    base = reset_peak_rss()
     extra: dict[str, Any] = {}
 
     def once() -> None:
@@ -294,22 +297,10 @@ def child_scan(which: str, repeats: int) -> None:
                          centre_rel_offset=float(abs(grid[12, 12] - start) / start))
 
     _, seconds = timed(once, repeats)
-    peak = _status_kb("VmHWM")
+    peak = status_kb("VmHWM")
     print(json.dumps(dict(seconds=seconds, peak_rss_growth_mb=(peak - base) / 1024, **extra)))
 
 
-def _status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status (Linux only)")
-
-
-def _reset_peak_rss() -> int:
-    """Reset the peak-RSS high-water mark (Linux ``clear_refs``) and return the current RSS (kB),
-    so that VmHWM afterwards measures the peak of the timed work alone."""
-    Path("/proc/self/clear_refs").write_text("5")
-    return _status_kb("VmRSS")
 
 
 def run_child(which: str, repeats: int) -> dict:

@@ -75,6 +75,9 @@ torch.set_num_threads(1)
 import qlandscape as ql  # noqa: E402
 from qlandscape.ntk import empirical_ntk  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _memory import reset_peak_rss, status_kb  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 GIB = 2**30
 MIB = 2**20
@@ -235,17 +238,6 @@ def fmt_gib(b: float) -> str:
 
 
 # ============================================================================ child: one row
-def _status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status (Linux only)")
-
-
-def _reset_peak_rss() -> int:
-    """Reset the peak-RSS high-water mark (Linux ``clear_refs``) and return the current RSS in kB."""
-    Path("/proc/self/clear_refs").write_text("5")
-    return _status_kb("VmRSS")
 
 
 def run_row(row: dict, repeats: int, ref_dir: Path) -> dict:
@@ -276,7 +268,7 @@ def run_row(row: dict, repeats: int, ref_dir: Path) -> dict:
             def fn() -> torch.Tensor:
                 return tutorial_ntk(model, x, kind, row["chunk"], row["cache"])
 
-    base_kb = _reset_peak_rss()
+    base_kb = reset_peak_rss()
     times: list[float] = []
     K: Optional[torch.Tensor] = None
 
@@ -293,7 +285,7 @@ def run_row(row: dict, repeats: int, ref_dir: Path) -> dict:
     for _ in range(n_more):
         once()
     timed = times[1:] if n_more else times
-    peak_kb = _status_kb("VmHWM")
+    peak_kb = status_kb("VmHWM")
     out: dict[str, Any] = dict(
         seconds=statistics.median(timed), times=times,
         timing=(f"median of {n_more} runs after a warm-up" if n_more else "single run (warm-up > 60 s)"),
