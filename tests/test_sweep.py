@@ -474,6 +474,7 @@ def test_make_executor_rejects_bad_arguments():
 
 
 # ------------------------------------------------------------------------------------------ 9. Dask
+@pytest.mark.dask
 def test_dask_local_cluster_matches_local_pool(tmp_path):
     pytest.importorskip("distributed")
     from distributed import LocalCluster
