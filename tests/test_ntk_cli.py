@@ -11,7 +11,7 @@ from qlandscape.config import NTK_IMPLEMENTATIONS, NTK_KINDS, NTK_METHODS, RunCo
 from qlandscape.ntk.jobs import FAST_OVERRIDES, checkpoint_indices, fast_overrides
 
 NTK_FILES = ("ntk.json", "ntk_dynamics.npz", "ntk_dynamics.json", "kernel_learning.npz", "kernel_learning.json",
-             "ntk_distance.png", "ntk_learning.png")
+             "ntk_distance.png", "ntk_learning.png", "ntk_trajectory.npz", "ntk_trajectory.json", "ntk_trajectory.png")
 
 
 def _sets(overrides):
@@ -58,9 +58,13 @@ def test_ntk_fast_writes_the_summary_and_figures(ntk_run, capsys, caplog):
     for key in ("regression_accuracy", "linearized_accuracy", "checkpoint_accuracy"):
         assert len(kl[key]) == T and all(v is not None and 0 <= v <= 1 for v in kl[key]), key
     assert 0 <= s["network_accuracy"] <= 1 and all(j >= 0 for j in kl["jitter"])
+    # the trajectory picture: the loss in the trajectory's PCA plane, centred at the trained model
+    ts = s["trajectory_scan"]
+    assert ts is not None and len(ts["explained_variance_ratio"]) == 2 and sum(ts["explained_variance_ratio"]) <= 1
+    assert ts["max_loss"] >= ts["center_loss"] > 0
     assert kl["n_train"] == 100 and kl["n_test"] == 60 and s["n_inputs"] == 40
     assert s["kind"] == "trace" and s["implementation"] == "auto"
-    assert s["computed_now"] == {"train": False, "ntk_dynamics": True, "kernel_learning": True}
+    assert s["computed_now"] == {"train": False, "ntk_dynamics": True, "kernel_learning": True, "ntk_trajectory": True}
     assert s["wall_time_s"]["ntk_dynamics"] > 0 and s["wall_time_s"]["kernel_learning"] > 0
 
 

@@ -15,6 +15,7 @@ its files are unchanged (:mod:`qlandscape.rundir`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import shutil
@@ -39,7 +40,7 @@ log = logging.getLogger("qlandscape")
 
 FAST_OVERRIDES: dict[str, tuple[str, ...]] = {
     "ntk": ("data.n_samples=300", "train.epochs=4", "ntk.n_inputs=40", "ntk.n_train=100", "ntk.n_test=60",
-            "ntk.linearized_epochs=3"),
+            "ntk.linearized_epochs=3", "scan.n_points=11"),
     "spawn": ("data.n_samples=300", "train.epochs=4", "spawn.times=[0,1,2]", "spawn.n_children=2"),
 }
 """``--fast`` settings of the ``ntk`` and ``spawn`` commands (applied before the user's ``--set``)."""
@@ -222,7 +223,17 @@ def run_ntk(cfg: RunConfig, out: Path, progress: bool = True, force: bool = Fals
         kl = _info_step(rd, "kernel_learning", KernelLearningResult, cfg, upstream, force, info, learning,
                         figures=lambda r, c: {"ntk_learning.png": lambda: _learning_figure(r)},
                         figure_names=("ntk_learning.png",))
-        computed = {s: s in rd.fresh for s in ("train", "ntk_dynamics", "kernel_learning")}
+        # the trajectory picture: the loss landscape in the PCA plane of the training trajectory, the path on it
+        # (the engine's PCA directions and scan; scan.n_points, scan.margin apply)
+        trajectory_scan = None
+        try:
+            pca_cfg = dataclasses.replace(cfg, scan=dataclasses.replace(cfg.scan, directions="pca", dims=2))
+        except ValueError as exc:  # too few recorded checkpoints for a PCA plane
+            warnings.append(f"no trajectory picture: {exc}")
+            log.warning("no trajectory picture: %s", exc)
+        else:
+            trajectory_scan = pipeline.run_scan(pca_cfg, out, progress, force=force, name="ntk_trajectory")
+        computed = {s: s in rd.fresh for s in ("train", "ntk_dynamics", "kernel_learning", "ntk_trajectory")}
     summary = {
         "times_epochs": dyn.times_epochs, "steps": dyn.steps, "checkpoints": dyn.checkpoints,
         "time_unit": dyn.info.get("time_unit"),
@@ -246,8 +257,13 @@ def run_ntk(cfg: RunConfig, out: Path, progress: bool = True, force: bool = Fals
         "model_info": info, "computed_now": computed,
         "wall_time_s": {"ntk_dynamics": dyn.info.get("wall_time_s"), "kernel_learning": kl.info.get("wall_time_s"),
                         "this_run": time.perf_counter() - start},
+        "trajectory_scan": None if trajectory_scan is None else {
+            "explained_variance_ratio": trajectory_scan.info.get("explained_variance_ratio"),
+            "spans": trajectory_scan.info.get("spans"), "center_loss": trajectory_scan.center_loss,
+            "max_loss": float(np.nanmax(trajectory_scan.loss))},
         "files": {name: str(out / name) for name in ("ntk.json", "ntk_dynamics.npz", "kernel_learning.npz",
-                                                      "ntk_distance.png", "ntk_learning.png")},
+                                                      "ntk_distance.png", "ntk_learning.png")
+                  + (("ntk_trajectory.png",) if trajectory_scan is not None else ())},
     }
     summary = _clean(summary)
     write_json(out / "ntk.json", summary)
