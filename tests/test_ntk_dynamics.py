@@ -208,3 +208,21 @@ def test_model_without_torch_func_and_float32(run):
         kernel_learning_curve(model, res, data, n_train=10, n_test=5, progress=False)
     reg = kernel_learning_curve(model, res, data, methods=["regression"], n_train=10, n_test=5, progress=False)
     assert np.all((reg.regression_accuracy >= 0) & (reg.regression_accuracy <= 1))
+
+
+def test_batchnorm_running_statistics_are_refused_not_silently_reused():
+    """A trajectory records parameters only: a BatchNorm model rebuilt at an early checkpoint would carry the
+    trained model's running statistics (before this check, ntk_dynamics returned plausible distances for it)."""
+    import pytest
+
+    from qlandscape import train
+    from qlandscape.data import load_digits
+    from qlandscape.models import MLP
+    from qlandscape.ntk import checkpoint_model, ntk_dynamics
+    ds = load_digits(n_samples=60, downsample=4)
+    torch.manual_seed(0)
+    trained, tr = train(MLP(16, (8,), 10, "tanh", batchnorm=True), ds, epochs=2, progress=False)
+    with pytest.raises(ValueError, match="running statistics.*model.batchnorm=false"):
+        ntk_dynamics(trained, tr, ds.x_train[:5], progress=False)
+    with pytest.raises(ValueError, match="running statistics"):
+        checkpoint_model(trained, tr.trajectory[0])

@@ -205,3 +205,17 @@ def test_bad_data_and_models(data: Dataset) -> None:
         child_barriers(_model(), data, plan, [good, good[:-1]])
     with pytest.raises(ValueError, match="at least 2 children"):
         child_barriers(_model(), data, plan, [good])
+
+
+def test_batchnorm_models_are_refused():
+    """Children start from parameter-only checkpoints, so BatchNorm running statistics would be the input
+    model's, not the parent's at the spawn time: refused, naming the way out."""
+    import pytest
+
+    from qlandscape.data import load_digits
+    from qlandscape.models import MLP
+    from qlandscape.ntk import SpawnPlan, run_spawn
+    ds = load_digits(n_samples=60, downsample=4)
+    with pytest.raises(ValueError, match="running statistics"):
+        run_spawn(MLP(16, (8,), 10, "tanh", batchnorm=True), ds, SpawnPlan(spawn_times=(0,), epochs=1),
+                  progress=False)

@@ -53,6 +53,28 @@ EVAL_BATCH = 1024
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+def refuse_running_statistics(model: nn.Module, what: str) -> None:
+    """Raise when ``model`` keeps normalization running statistics (BatchNorm with ``track_running_stats``).
+
+    A recorded trajectory holds parameters only, so a model rebuilt at checkpoint ``t`` would carry the running
+    statistics of ``model`` (typically the trained one) instead of those at ``t``: its outputs, kernels and
+    barriers would be plausible numbers of a network that never existed.
+
+    Raises
+    ------
+    ValueError
+        Naming the modules and the way out.
+    """
+    names = [n or type(m).__name__ for n, m in model.named_modules()
+             if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats]
+    if names:
+        raise ValueError(f"{what} rebuilds checkpoints from a training trajectory, which records parameters only; "
+                         f"{type(model).__name__} has normalization running statistics ({', '.join(names[:4])}) that "
+                         "change during training and are not recorded, so every checkpoint would use the given "
+                         "model's statistics; use a model without them (model.batchnorm=false, or "
+                         "track_running_stats=False)")
+
+
 def checkpoint_model(model: nn.Module, trajectory_row: Union[np.ndarray, Tensor]) -> nn.Module:
     """A copy of ``model`` holding one row of a training trajectory.
 
@@ -74,8 +96,10 @@ def checkpoint_model(model: nn.Module, trajectory_row: Union[np.ndarray, Tensor]
     Raises
     ------
     ValueError
-        If ``trajectory_row`` is not 1-D of length ``P`` (the message names both sizes and the parameters).
+        If ``trajectory_row`` is not 1-D of length ``P`` (the message names both sizes and the parameters), or
+        the model keeps BatchNorm running statistics (:func:`refuse_running_statistics`).
     """
+    refuse_running_statistics(model, "checkpoint_model")
     space = ParamSpace.from_module(model)
     row = torch.as_tensor(np.asarray(trajectory_row) if not isinstance(trajectory_row, Tensor) else trajectory_row)
     if row.dim() != 1 or row.shape[0] != space.size:

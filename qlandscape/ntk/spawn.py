@@ -53,6 +53,7 @@ from ..params import ParamSpace
 from ..progress import progress_bar
 from ..results import Result, atomic_write_bytes
 from ..train import TrainResult, train
+from .dynamics import refuse_running_statistics
 
 __all__ = ["SpawnPlan", "SpawnResult", "spawn_jobs", "run_job", "train_parent", "train_child", "child_barriers",
            "run_spawn"]
@@ -278,6 +279,7 @@ def _check_data(data: Dataset, plan: SpawnPlan) -> tuple[Tensor, Tensor]:
 def _space(model: nn.Module) -> ParamSpace:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    refuse_running_statistics(model, "parent-child spawning")  # children start from parameter-only checkpoints
     return ParamSpace.from_module(model)
 
 
