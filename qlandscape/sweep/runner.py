@@ -150,8 +150,8 @@ def validate_models(plans: list[RunPlan]) -> None:
     from .. import pipeline
     seen: set[str] = set()
     for p in plans:
-        key = json.dumps({**p.config.to_dict(), "model": {**p.config.to_dict()["model"], "seed": 0},
-                          "patch": {**p.config.to_dict()["patch"], "seed": 0}}, sort_keys=True)
+        d = p.config.to_dict()
+        key = json.dumps({**d, "model": {**d["model"], "seed": 0}, "patch": {**d["patch"], "seed": 0}}, sort_keys=True)
         if key in seen:
             continue
         seen.add(key)

@@ -214,9 +214,7 @@ def _measure(p: Any, work: Path) -> tuple[dict[str, Any], dict[str, np.ndarray],
                            eigenvalue_bounds=[float(v) for v in e.error_bounds], eig_hvps=int(e.n_hvp))
             arrays["hessian/eigenvalues"] = np.asarray(e.eigenvalues)
             arrays["hessian/error_bounds"] = np.asarray(e.error_bounds)
-            if cfg.hessian.which != "smallest":
-                metrics["lambda_max"] = float(e.eigenvalues[0])
-            else:  # the smallest end only: no lambda_max
+            if cfg.hessian.which == "smallest":  # the smallest end only: eigenvalues[0] is not lambda_max
                 metrics["lambda_max"] = metrics["lambda_max_bound"] = None
         if "trace" in res:
             t = res["trace"]
