@@ -14,6 +14,8 @@ from qlandscape.models import MLP, SmallCNN
 from qlandscape.ntk.kernel import empirical_ntk
 
 ROUTES = ("structured", "jacobian", "autograd")
+# torch's notice for padding='same' with an even kernel (ConvZoo uses one on purpose)
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
 
 
 def reference_jacobian(model: nn.Module, x: Tensor, names: Optional[Sequence[str]] = None) -> Tensor:
@@ -85,6 +87,48 @@ class NoTorchFunc(nn.Module):
         return ModuleInfo(Capabilities(torch_func=False, notes=("declared for the test",)))
 
 
+class ConvZoo(nn.Module):
+    """Conv2d layers of every shape the structured route handles: stride, dilation, 'same' padding with an even
+    kernel (asymmetric: the extra row/column on the bottom/right), 'valid', rectangular kernels, several input
+    channels, no bias; and a Linear head on the flattened feature map."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(2, 3, kernel_size=(3, 2), stride=(2, 1), padding=1)
+        self.c2 = nn.Conv2d(3, 4, kernel_size=2, padding="same", dilation=(1, 2), bias=False)
+        self.c3 = nn.Conv2d(4, 2, kernel_size=2, padding="valid")
+        self.head = nn.Linear(2 * 2 * 6, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = torch.tanh(self.c1(x))
+        h = torch.sin(self.c2(h)) + h.mean(dim=1, keepdim=True)
+        return self.head(torch.tanh(self.c3(h)).flatten(1))
+
+
+class ConvUnsupported(nn.Module):
+    """Conv layers the structured route refuses: grouped, reflect padding."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.g = nn.Conv2d(2, 4, 3, padding=1, groups=2)
+        self.r = nn.Conv2d(4, 2, 3, padding=1, padding_mode="reflect")
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.tanh(self.r(torch.tanh(self.g(x)))).mean(dim=(2, 3))
+
+
+class ConvWeightOutside(nn.Module):
+    """A conv weight that also enters the output outside Conv2d.forward: the gradient check must catch it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(1, 2, 3)
+        self.head = nn.Linear(2, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(torch.tanh(self.c(x)).mean(dim=(2, 3))) + self.c.weight.sum()
+
+
 def _bn_model() -> nn.Module:
     torch.manual_seed(3)
     m = MLP(16, [12, 8], 5, "tanh", batchnorm=True)
@@ -103,8 +147,13 @@ def _cases() -> list[tuple[str, nn.Module, Tensor, tuple[str, ...]]]:
     return [
         ("mlp", MLP(16, [12, 8], 5, "tanh"), torch.randn(7, 16, generator=g), ROUTES),
         ("custom", Custom(), torch.randn(6, 6, generator=g), ROUTES),
-        ("cnn", SmallCNN(1, (3, 4), 4), torch.randn(5, 1, 8, 8, generator=g), ("jacobian", "autograd")),
+        ("cnn", SmallCNN(1, (3, 4), 4), torch.randn(5, 1, 8, 8, generator=g), ROUTES),
         ("batchnorm", _bn_model(), torch.randn(6, 16, generator=g), ("jacobian", "autograd")),
+        ("convzoo", ConvZoo(), torch.randn(6, 2, 5, 6, generator=g), ROUTES),
+        ("conv-unsupported", ConvUnsupported(), torch.randn(4, 2, 5, 5, generator=g), ("jacobian", "autograd")),
+        ("conv-weight-outside", ConvWeightOutside(), torch.randn(4, 1, 5, 5, generator=g), ("jacobian", "autograd")),
+        ("cnn-batchnorm", SmallCNN(1, (3, 4), 4, batchnorm=True).eval(), torch.randn(5, 1, 6, 6, generator=g),
+         ("jacobian", "autograd")),
     ]
 
 
@@ -131,7 +180,8 @@ def test_routes_match_reference(name: str, model: nn.Module, x: Tensor, routes: 
         assert float(ev.min()) >= -1e-10 * float(ev.max())
 
 
-@pytest.mark.parametrize("case,route", [(0, "structured"), (1, "structured"), (2, "jacobian"), (3, "jacobian")])
+@pytest.mark.parametrize("case,route", [(0, "structured"), (1, "structured"), (2, "structured"), (3, "jacobian"),
+                                        (4, "structured"), (5, "jacobian"), (6, "jacobian"), (7, "jacobian")])
 def test_auto_picks_route(case: int, route: str) -> None:
     _, model, x, _ = CASES[case]
     assert torch.equal(empirical_ntk(model, x), empirical_ntk(model, x, implementation=route))
@@ -149,9 +199,10 @@ def test_sample_major_indexing() -> None:
 
 @pytest.mark.parametrize("impl", ROUTES)
 @pytest.mark.parametrize("kind", ["full", "trace"])
-def test_blocking_gives_same_kernel(impl: str, kind: str) -> None:
-    _, model, x, _ = CASES[0]
-    Ks = [empirical_ntk(model, x, kind=kind, implementation=impl, block_size=b) for b in (1, 3, x.shape[0])]
+@pytest.mark.parametrize("case", [0, 4])
+def test_blocking_gives_same_kernel(impl: str, kind: str, case: int) -> None:
+    _, model, x, _ = CASES[case]
+    Ks = [empirical_ntk(model, x, kind=kind, implementation=impl, block_size=b) for b in (None, 1, 3, x.shape[0])]
     for K in Ks[1:]:
         assert rel(K, Ks[0]) < 1e-13
         assert torch.equal(K, K.T)
@@ -169,6 +220,13 @@ def test_params_selection() -> None:
     _, cnn, xc, _ = CASES[2]
     J = reference_jacobian(cnn, xc, ["head.weight", "head.bias"])
     assert rel(empirical_ntk(cnn, xc, params="head.*", implementation="structured"), ref_full(J)) < 1e-12
+    # conv layers with only their weight or only their bias selected (the others fixed)
+    _, zoo, xz, _ = CASES[4]
+    for names in (["c1.bias", "c3.weight"], ["c2.weight"], ["c1.weight", "head.bias"]):
+        J = reference_jacobian(zoo, xz, names)
+        for impl in ROUTES:
+            assert rel(empirical_ntk(zoo, xz, params=names, implementation=impl), ref_full(J)) < 1e-12
+            assert rel(empirical_ntk(zoo, xz, kind="trace", params=names, implementation=impl), ref_trace(J)) < 1e-12
 
 
 def test_weight_sharing_and_torch_func_routes() -> None:
@@ -196,9 +254,10 @@ def test_bad_inputs() -> None:
         empirical_ntk(nn.Sequential(nn.Linear(16, 1), nn.Flatten(0)), x)
     with pytest.raises(ValueError, match=r"\(2, 1, 3\)"):
         empirical_ntk(nn.Sequential(nn.Linear(16, 3), nn.Unflatten(1, (1, 3))), x)
-    _, cnn, xc, _ = CASES[2]
-    with pytest.raises(ValueError, match="jacobian"):
-        empirical_ntk(cnn, xc, implementation="structured")
+    for case in (3, 5, 6, 7):  # BatchNorm parameters, grouped/reflect-padded conv, a conv weight used outside
+        _, other, xo, _ = CASES[case]
+        with pytest.raises(ValueError, match="jacobian"):
+            empirical_ntk(other, xo, implementation="structured")
     with pytest.raises(ValueError, match="kind"):
         empirical_ntk(model, x, kind="diag")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="implementation"):

@@ -59,6 +59,7 @@ import warnings
 from typing import Callable, Literal, Optional, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import jacfwd, jacrev, vmap
 
@@ -78,8 +79,12 @@ BLOCK_BYTES = 256 * 2**20
 """Default bound on one block's Jacobian ``(block_size, C, P)`` in bytes (jacobian/autograd routes)."""
 CACHE_BYTES = 2**30
 """Block Jacobians kept for reuse across block pairs, in bytes; beyond it blocks are recomputed."""
-STRUCTURED_BLOCK = 512
-"""Default points per forward/backward pass of the structured route."""
+MIN_BLOCKS = 8
+"""By default the points are split into at least this many blocks (when blocks keep ``MIN_BLOCK_ROWS`` rows):
+only block pairs ``b <= a`` are contracted, so ``n`` blocks do ``(n + 1) / (2 n)`` of the full product."""
+MIN_BLOCK_ROWS = 320
+"""Smallest default block in kernel rows (points x ``C`` for the full kernel, points for the traced one):
+smaller blocks make the block products inefficient."""
 
 _BATCH_NORMS = (nn.modules.batchnorm._BatchNorm,)
 
@@ -181,7 +186,7 @@ def empirical_ntk(model: nn.Module, inputs: Tensor, *, kind: Kind = "full", impl
                                   f"declare ({'; '.join(adapter.capabilities.notes)}); use implementation="
                                   "'autograd' (or 'auto')")
         itemsize = torch.empty((), dtype=adapter.dtype).element_size()
-        bs = block_size or max(1, BLOCK_BYTES // max(1, C * P * itemsize))
+        bs = block_size or _default_block(int(x.shape[0]), C * P * itemsize, C if kind == "full" else 1)
         compute = _jacobian_fn(adapter, C, P, train) if route == "jacobian" else _autograd_fn(adapter, C, P, train)
         pair = _pair_full if kind == "full" else _pair_trace
         return _block_pairs(x, bs, compute, pair, C if kind == "full" else 1, CACHE_BYTES, progress)
@@ -207,6 +212,13 @@ def _output_dim(adapter: ModelAdapter, x: Tensor, train: bool) -> int:
     if out.shape[1] == 0:
         raise ValueError(f"the model returned shape {tuple(out.shape)}: no outputs (C = 0)")
     return int(out.shape[1])
+
+
+def _default_block(n_points: int, bytes_per_point: int, rows_per_point: int) -> int:
+    """Default points per block: one block's features within ``BLOCK_BYTES`` (at least one point), and at most
+    ``ceil(N / MIN_BLOCKS)`` points unless that gives fewer than ``MIN_BLOCK_ROWS`` kernel rows."""
+    cap = max(1, BLOCK_BYTES // max(1, bytes_per_point))
+    return min(cap, max(-(-MIN_BLOCK_ROWS // rows_per_point), -(-n_points // MIN_BLOCKS)))
 
 
 def _pair_full(Ja: Tensor, Jb: Tensor) -> Tensor:
@@ -304,15 +316,40 @@ def _autograd_fn(adapter: ModelAdapter, C: int, P: int, train: bool) -> Callable
 
 
 # ---------------------------------------------------------------------------------------------- structured route
-class _Layer:
-    """A Linear layer of the structured route: its flat-vector slices and what is selected."""
+_STRUCTURED_TYPES = (nn.Linear, nn.Conv2d)
 
-    def __init__(self, name: str, module: nn.Linear, weight: Optional[slice], bias: Optional[slice]) -> None:
+
+class _Layer:
+    """A Linear or Conv2d layer of the structured route: its flat-vector slices and what is selected."""
+
+    def __init__(self, name: str, module: nn.Module, weight: Optional[slice], bias: Optional[slice]) -> None:
         self.name, self.module, self.weight, self.bias = name, module, weight, bias
+        self.conv = isinstance(module, nn.Conv2d)
+        self.out = module.out_channels if self.conv else module.out_features  # type: ignore[union-attr]
+
+    def n_explicit(self) -> int:
+        """Columns of the explicit per-sample Jacobian this layer contributes (conv layers; 0 for Linear)."""
+        if not self.conv:
+            return 0
+        return sum(s.stop - s.start for s in (self.weight, self.bias) if s is not None)
+
+
+def _conv_padding(m: nn.Conv2d) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
+    """``(unfold padding, explicit F.pad amounts)`` that reproduce ``m``'s zero padding (``'same'`` may be
+    asymmetric: torch puts the extra row/column on the right/bottom, as done here)."""
+    if isinstance(m.padding, str):
+        if m.padding == "valid":
+            return (0, 0), (0, 0, 0, 0)
+        pads = []
+        for d, k in zip(reversed(m.dilation), reversed(m.kernel_size)):  # F.pad order: last dim first
+            total = d * (k - 1)
+            pads += [total // 2, total - total // 2]
+        return (0, 0), (pads[0], pads[1], pads[2], pads[3])
+    return (int(m.padding[0]), int(m.padding[1])), (0, 0, 0, 0)
 
 
 def _structured_layers(adapter: ModelAdapter, probe_only: bool) -> Optional[list[_Layer]]:
-    """The Linear layers carrying the selected parameters, or None (``probe_only``) / ValueError naming
+    """The Linear/Conv2d layers carrying the selected parameters, or None (``probe_only``) / ValueError naming
     "jacobian" when the structured route does not apply to the model's module types."""
     model = adapter.model
     try:
@@ -325,15 +362,18 @@ def _structured_layers(adapter: ModelAdapter, probe_only: bool) -> Optional[list
             prefix = f"{mname}." if mname else ""
             if not any(prefix + n in slices for n, _ in m.named_parameters(recurse=False)):
                 continue  # unselected parameters are constants: their module is a parameter-free function
-            if type(m) is not nn.Linear:
+            if type(m) not in _STRUCTURED_TYPES:
                 raise _NotStructured(f"module {mname or '<model>'!r} ({type(m).__name__}) has selected parameters "
-                                     "and is not an nn.Linear")
+                                     "and is not an nn.Linear or nn.Conv2d")
+            if isinstance(m, nn.Conv2d) and (m.groups != 1 or m.padding_mode != "zeros"):
+                raise _NotStructured(f"nn.Conv2d {mname!r} has groups={m.groups}, padding_mode={m.padding_mode!r} "
+                                     "(the structured route handles groups=1 with zero padding)")
             w = slices.get(prefix + "weight")
             b = slices.get(prefix + "bias") if m.bias is not None else None
             if w is not None or b is not None:
                 layers.append(_Layer(mname, m, w, b))
         if not layers:
-            raise _NotStructured("no selected parameter belongs to an nn.Linear")
+            raise _NotStructured("no selected parameter belongs to an nn.Linear or nn.Conv2d")
         return layers
     except _NotStructured as exc:
         if probe_only:
@@ -342,10 +382,53 @@ def _structured_layers(adapter: ModelAdapter, probe_only: bool) -> Optional[list
                          "(or 'auto')") from None
 
 
+def _not_structured(what: str) -> _NotStructured:
+    return _NotStructured(f"implementation='structured' does not apply: {what}; use implementation='jacobian' "
+                          "(or 'auto')")
+
+
+def _conv_jacobian(layer: _Layer, a: Tensor, delta: Tensor) -> Tensor:
+    """Per-sample Jacobian ``(B, C, n_explicit)`` of a Conv2d's selected weight/bias from its input ``a``
+    ``(B, Cin, H, W)`` and output derivatives ``delta`` ``(B, C, Cout, Ho, Wo)``: per sample and output,
+    ``delta (Cout, L) @ [unfold(a); 1]^T (L, Cin*kh*kw + 1)`` over the ``L = Ho * Wo`` positions (the row of
+    ones gives the bias). Columns are ordered ``(Cout, Cin*kh*kw [+ 1])``, not in the flat parameter order: the
+    kernel does not depend on the column order (see :func:`_conv_column_sums` for the mapping)."""
+    m = layer.module
+    assert isinstance(m, nn.Conv2d)
+    B, C = int(delta.shape[0]), int(delta.shape[1])
+    d = delta.reshape(B, C * m.out_channels, -1)  # (B, C*Cout, L)
+    if layer.weight is None:  # bias only
+        return d.sum(dim=-1).reshape(B, C, -1)
+    unfold_pad, pad = _conv_padding(m)
+    src = F.pad(a, pad) if any(pad) else a
+    U = F.unfold(src, m.kernel_size, dilation=m.dilation, padding=unfold_pad, stride=m.stride)  # (B, K, L)
+    if U.shape[-1] != d.shape[-1]:
+        raise _not_structured(f"nn.Conv2d {layer.name!r}: {U.shape[-1]} patches for {d.shape[-1]} output positions")
+    if layer.bias is not None:
+        U = torch.cat([U, U.new_ones(B, 1, U.shape[-1])], dim=1)
+    return torch.bmm(d, U.transpose(1, 2)).reshape(B, C, -1)
+
+
+def _conv_column_sums(layer: _Layer, sums: Tensor, rebuilt: Tensor) -> None:
+    """Scatter the column sums ``(n_explicit,)`` of :func:`_conv_jacobian` into the flat vector ``rebuilt``."""
+    m = layer.module
+    assert isinstance(m, nn.Conv2d)
+    if layer.weight is None:
+        assert layer.bias is not None
+        rebuilt[layer.bias] = sums
+        return
+    cols = sums.reshape(m.out_channels, -1)
+    K = layer.weight.stop - layer.weight.start
+    rebuilt[layer.weight] = cols[:, :K // m.out_channels].reshape(-1)
+    if layer.bias is not None:
+        rebuilt[layer.bias] = cols[:, -1]
+
+
 def _structured_features(adapter: ModelAdapter, layers: list[_Layer], C: int, train: bool,
                          xb: Tensor) -> tuple[Tensor, ...]:
-    """For one block: per layer ``a_l (B, in_l)`` (zeros-width when the weight is not selected) and
-    ``delta_l (B, C, out_l)``; checks the gradients rebuilt from them against autograd's."""
+    """For one block: per Linear layer ``a_l (B, in_l)`` (zero width when the weight is not selected) and
+    ``delta_l (B, C, out_l)``, then the conv layers' explicit Jacobian ``(B, C, sum n_explicit)``; checks the
+    gradients rebuilt from them against autograd's."""
     B = int(xb.shape[0])
     acts: dict[int, list[tuple[Tensor, Tensor]]] = {k: [] for k in range(len(layers))}
 
@@ -364,52 +447,78 @@ def _structured_features(adapter: ModelAdapter, layers: list[_Layer], C: int, tr
             h.remove()
     for k, layer in enumerate(layers):
         calls = acts[k]
+        kind = type(layer.module).__name__
         if len(calls) != 1:
-            raise _NotStructured(f"implementation='structured' does not apply: nn.Linear {layer.name!r} was called "
-                             f"{len(calls)} times in one forward pass (weight sharing or unused); use "
-                             "implementation='jacobian' (or 'auto')")
+            raise _not_structured(f"nn.{kind} {layer.name!r} was called {len(calls)} times in one forward pass "
+                                  "(weight sharing or unused)")
         a, y = calls[0]
         m = layer.module
-        if a.dim() != 2 or tuple(a.shape) != (B, m.in_features) or tuple(y.shape) != (B, m.out_features):
-            raise _NotStructured(f"implementation='structured' does not apply: nn.Linear {layer.name!r} got input "
-                             f"{tuple(a.shape)} on a batch of {B} (needs (batch, in_features)); use "
-                             "implementation='jacobian' (or 'auto')")
+        if layer.conv:
+            ok = a.dim() == 4 and a.shape[0] == B and y.dim() == 4 and tuple(y.shape[:2]) == (B, layer.out)
+            need = "(batch, channels, height, width)"
+        else:
+            ok = a.dim() == 2 and tuple(a.shape) == (B, m.in_features) and tuple(y.shape) == (B, layer.out)
+            need = "(batch, in_features)"
+        if not ok:
+            raise _not_structured(f"nn.{kind} {layer.name!r} got input {tuple(a.shape)} on a batch of {B} "
+                                  f"(needs {need})")
     ys = [acts[k][0][1] for k in range(len(layers))]
-    deltas = [torch.empty(B, C, layers[k].module.out_features, dtype=adapter.dtype, device=adapter.device)
-              for k in range(len(layers))]
-    grad_sum = torch.zeros_like(theta)
+    deltas = [torch.empty((B, C) + tuple(y.shape[1:]), dtype=adapter.dtype, device=adapter.device) for y in ys]
     for c in range(C):
-        grads = torch.autograd.grad(out[:, c].sum(), [*ys, theta], retain_graph=c < C - 1, allow_unused=True)
+        grads = torch.autograd.grad(out[:, c].sum(), ys, retain_graph=True, allow_unused=True)
         for k in range(len(layers)):
             deltas[k][:, c] = 0.0 if grads[k] is None else grads[k]
-        if grads[-1] is not None:
-            grad_sum += grads[-1]
-    # rebuild sum_i,c J_i[c] from the layer factors: a weight used outside its Linear.forward, or samples that
+    # sum_i,c J_i[c] from autograd in one pass, for the check below
+    (grad_sum,) = torch.autograd.grad(out.sum(), theta, allow_unused=True, materialize_grads=True)
+    feats: list[Tensor] = []
+    explicit: list[Tensor] = []
+    # rebuild sum_i,c J_i[c] from the layer factors: a weight used outside its module's forward, or samples that
     # interact, would make it differ
     rebuilt = torch.zeros_like(grad_sum)
     for k, layer in enumerate(layers):
+        a = acts[k][0][0].detach()
+        if layer.conv:
+            Jk = _conv_jacobian(layer, a, deltas[k])
+            explicit.append(Jk)
+            _conv_column_sums(layer, Jk.sum(dim=(0, 1)), rebuilt)
+            continue
         dsum = deltas[k].sum(dim=1)  # (B, out)
         if layer.weight is not None:
-            rebuilt[layer.weight] = (dsum.T @ acts[k][0][0].detach()).reshape(-1)
+            rebuilt[layer.weight] = (dsum.T @ a).reshape(-1)
         if layer.bias is not None:
             rebuilt[layer.bias] = dsum.sum(dim=0)
+        feats += [a if layer.weight is not None else a.new_zeros(B, 0), deltas[k]]
     tol = 1e3 * torch.finfo(adapter.dtype).eps * (float(grad_sum.abs().max()) + 1e-300)
     if float((rebuilt - grad_sum).abs().max()) > tol:
-        raise _NotStructured("implementation='structured' does not apply: the gradients rebuilt from the Linear "
-                             "layers' inputs and output derivatives differ from autograd's (a parameter is used "
-                             "outside its Linear.forward, or samples interact); use implementation='jacobian' "
-                             "(or 'auto')")
-    feats: list[Tensor] = []
-    for k, layer in enumerate(layers):
-        a = acts[k][0][0].detach() if layer.weight is not None else torch.zeros(B, 0, dtype=adapter.dtype,
-                                                                                  device=adapter.device)
-        feats += [a, deltas[k]]
+        raise _not_structured("the gradients rebuilt from the Linear/Conv2d layers' inputs and output derivatives "
+                              "differ from autograd's (a parameter is used outside its module's forward, or samples "
+                              "interact)")
+    if explicit:
+        feats.append(torch.cat(explicit, dim=-1) if len(explicit) > 1 else explicit[0])
     return tuple(feats)
+
+
+def _structured_block(layers: list[_Layer], C: int, x: Tensor, itemsize: int, rows_per_point: int) -> int:
+    """Default points per block of the structured route: features of one block within ``BLOCK_BYTES`` and at
+    least ``MIN_BLOCKS`` blocks when the points allow blocks of ``MIN_BLOCK_POINTS`` (only block pairs
+    ``b <= a`` are contracted, so more blocks skip more of the symmetric work)."""
+    per_point = 0
+    for layer in layers:
+        m = layer.module
+        if layer.conv:
+            # explicit Jacobian columns + a generous bound on the deltas/unfold buffers (C * Cout * H * W each)
+            hw = int(x[0].numel()) if x.dim() > 1 else 1
+            per_point += C * layer.n_explicit() + 2 * C * layer.out * hw
+        else:
+            per_point += C * layer.out + m.in_features  # type: ignore[union-attr]
+    return _default_block(int(x.shape[0]), per_point * itemsize, rows_per_point)
 
 
 def _structured(adapter: ModelAdapter, x: Tensor, C: int, layers: list[_Layer], kind: str,
                 block_size: Optional[int], train: bool, progress: bool) -> Tensor:
-    has_bias = [1.0 if layer.bias is not None else 0.0 for layer in layers]
+    linear = [layer for layer in layers if not layer.conv]
+    has_bias = [1.0 if layer.bias is not None else 0.0 for layer in linear]
+    has_explicit = any(layer.conv for layer in layers)
 
     def compute(xb: Tensor) -> tuple[Tensor, ...]:
         return _structured_features(adapter, layers, C, train, xb)
@@ -417,7 +526,9 @@ def _structured(adapter: ModelAdapter, x: Tensor, C: int, layers: list[_Layer], 
     def pair(Fa: object, Fb: object) -> Tensor:
         assert isinstance(Fa, tuple) and isinstance(Fb, tuple)
         total: Optional[Tensor] = None
-        for k in range(len(layers)):
+        if has_explicit:
+            total = (_pair_full if kind == "full" else _pair_trace)(Fa[-1], Fb[-1])
+        for k in range(len(linear)):
             aa, da, ab, db = Fa[2 * k], Fa[2 * k + 1], Fb[2 * k], Fb[2 * k + 1]
             S = aa @ ab.T + has_bias[k]  # (Ba, Bb)
             if kind == "full":
@@ -429,5 +540,6 @@ def _structured(adapter: ModelAdapter, x: Tensor, C: int, layers: list[_Layer], 
         assert total is not None
         return total
 
-    bs = block_size or STRUCTURED_BLOCK
+    itemsize = torch.empty((), dtype=adapter.dtype).element_size()
+    bs = block_size or _structured_block(layers, C, x, itemsize, C if kind == "full" else 1)
     return _block_pairs(x, bs, compute, pair, C if kind == "full" else 1, CACHE_BYTES, progress)
