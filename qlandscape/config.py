@@ -350,7 +350,8 @@ OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
 class TrainConfig:
     """Mini-batch training (see :func:`qlandscape.train.train`): ``epochs`` >= 1, ``lr`` > 0,
     ``optimizer`` "sgd" or "adam", ``momentum`` in [0, 1) (SGD only), ``weight_decay`` >= 0,
-    ``batch_size`` >= 1, a checkpoint every ``record_every`` >= 1 epochs, ``seed`` >= 0; learning-rate
+    ``batch_size`` >= 1, a checkpoint every ``record_every`` >= 1 epochs or, with ``record_steps`` >= 1
+    (0: off), every ``record_steps`` optimizer steps (inside epochs too), ``seed`` >= 0; learning-rate
     ``schedule`` "constant" or "cosine" (never-reset cosine annealing with half-period ``t_max`` >= 1
     epochs, unset: ``epochs``); ``minimum`` "last" (the final weights) or "lowest_train_loss" (the recorded
     checkpoint after initialization with the lowest full training loss)."""
@@ -366,6 +367,7 @@ class TrainConfig:
     schedule: str = "constant"
     t_max: Optional[int] = None
     minimum: str = "last"
+    record_steps: int = 0
 
     def __post_init__(self) -> None:
         _normalize(self)
@@ -381,9 +383,16 @@ class TrainConfig:
         _check_choice(s, "schedule", self.schedule, ("constant", "cosine"))
         _check_int(s, "t_max", self.t_max, 1, optional="train.epochs")
         _check_choice(s, "minimum", self.minimum, ("last", "lowest_train_loss"))
+        _check_int(s, "record_steps", self.record_steps, 0)
+        if self.record_steps and self.record_every != 1:
+            _fail(s, "record_steps", self.record_steps, f"0 with train.record_every={self.record_every} (set one "
+                  "of them: checkpoints every record_steps optimizer steps, or every record_every epochs)")
 
-    def n_checkpoints(self) -> int:
-        """Points of the recorded trajectory: the start, every ``record_every``-th epoch and the last."""
+    def n_checkpoints(self) -> Optional[int]:
+        """Points of the recorded trajectory: the start, every ``record_every``-th epoch and the last; None
+        with ``record_steps`` (the count then depends on the number of training samples)."""
+        if self.record_steps:
+            return None
         return 1 + self.epochs // self.record_every + (1 if self.epochs % self.record_every else 0)
 
 
@@ -582,11 +591,14 @@ class SpawnConfig:
 
     ``times``: distinct spawn epochs >= 0 (each <= ``train.epochs``, checked by ``spawn``: see
     :meth:`RunConfig.check_spawn`); ``n_children`` >= 2 children per time; ``n_points`` >= 3 points on
-    each interpolation line between two children. Training hyper-parameters come from ``[train]``."""
+    each interpolation line between two children; ``copy_optimizer``: children start from the parent's
+    optimizer state as well as its parameters (false: parameters only). Training hyper-parameters come from
+    ``[train]``."""
 
     times: tuple[int, ...] = (0, 1, 2, 4, 8)
     n_children: int = 2
     n_points: int = 11
+    copy_optimizer: bool = True
 
     def __post_init__(self) -> None:
         _normalize(self)
@@ -594,6 +606,7 @@ class SpawnConfig:
         _check_int_list(s, "times", self.times, 0, distinct=True, example="[0, 1, 2, 4, 8]")
         _check_int(s, "n_children", self.n_children, 2, high=999)
         _check_int(s, "n_points", self.n_points, 3)
+        _check_bool(s, "copy_optimizer", self.copy_optimizer)
 
 
 # Keys added after results were first cached: while at these values they are left out of
@@ -602,7 +615,7 @@ _DIGEST_OMITTED_DEFAULTS: dict[str, dict[str, Any]] = {
     "data": {"dataset": "digits", "path": None, "source": "idx", "preprocessing": "kawase2025"},
     "model": {"dropout": 0.0, "batchnorm": False},
     "objective": {"loss": "cross_entropy", "dropout": "refuse"},
-    "train": {"schedule": "constant", "t_max": None, "minimum": "last"},
+    "train": {"schedule": "constant", "t_max": None, "minimum": "last", "record_steps": 0},
 }
 # Sections added after results were first cached: left out of the whole-config digest while at their defaults.
 _DIGEST_OMITTED_SECTIONS: tuple[str, ...] = ("ntk", "spawn")
@@ -629,10 +642,11 @@ class RunConfig:
             if not isinstance(value, hints[name]):
                 raise ValueError(f"[{name}] must be a {hints[name].__name__}, got {type(value).__name__}")
         s, t, o, m = self.scan, self.train, self.objective, self.model
-        if s.directions == "pca" and t.n_checkpoints() < s.dims + 1:
+        n_records = t.n_checkpoints()
+        if s.directions == "pca" and n_records is not None and n_records < s.dims + 1:
             raise ValueError(f"scan.directions='pca' with scan.dims={s.dims} needs at least {s.dims + 1} trajectory "
                              f"checkpoints, but train.epochs={t.epochs} with train.record_every={t.record_every} "
-                             f"records {t.n_checkpoints()}; train longer or record more often")
+                             f"records {n_records}; train longer or record more often")
         if o.mode == "train" and m.dropout > 0 and o.dropout == "refuse":
             _fail("objective", "dropout", o.dropout, f"'fixed' with objective.mode='train' and model.dropout="
                   f"{m.dropout} (train-mode Dropout makes the loss random; or use objective.mode='eval')")

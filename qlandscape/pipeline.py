@@ -154,7 +154,8 @@ def _train_step(rd: RunDir, cfg: RunConfig, progress: bool,
         trained, result = train(model, ds, epochs=t.epochs, lr=t.lr, optimizer=t.optimizer,  # type: ignore[arg-type]
                                 momentum=t.momentum, weight_decay=t.weight_decay, batch_size=t.batch_size,
                                 record_every=t.record_every, seed=t.seed, progress=progress,
-                                schedule=t.schedule, t_max=t.t_max, select=t.minimum)  # type: ignore[arg-type]
+                                schedule=t.schedule, t_max=t.t_max, select=t.minimum,  # type: ignore[arg-type]
+                                record_steps=t.record_steps)
         return trained, result, ds
 
     def save(value: tuple[nn.Module, TrainResult, Dataset], key: str) -> None:

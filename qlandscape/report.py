@@ -232,7 +232,8 @@ def _learning_curves_figure(results: dict[str, dict[str, Any]]) -> Any:
     fig, axes = _pair_axes("learning curves (full-data loss / accuracy at each epoch)")
     for i, kind in enumerate(KINDS):
         tr: TrainResult = results[kind]["train"]
-        epochs = np.arange(len(tr.train_loss)) * int(tr.config.get("record_every", 1))
+        times = tr.epochs_at_records()
+        epochs = times if times is not None else np.arange(len(tr.train_loss)) * int(tr.config.get("record_every", 1))
         for ax, (train_y, test_y) in zip(axes, ((tr.train_loss, tr.test_loss), (tr.train_metric, tr.test_metric))):
             ax.plot(epochs, train_y, "-", color=f"C{i}", label=f"{kind} train")
             ax.plot(epochs, test_y, "--", color=f"C{i}", label=f"{kind} test")

@@ -7,7 +7,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Literal, Optional, Union
+from typing import Iterable, Literal, Optional, Union
 
 import numpy as np
 import torch
@@ -38,12 +38,20 @@ class TrainResult(Result):
     config : dict
     wall_time_s : float
     lr : ndarray, shape (T,)
-        Learning rate in effect during the last epoch before each record (NaN at record 0, the
-        initialization). Empty, shape (0,), in results saved before this field existed.
+        Learning rate in effect during the last epoch before each record (the current epoch's for a record
+        inside an epoch; NaN at record 0, the initialization). Empty, shape (0,), in results saved before this
+        field existed.
     selected : int
         Index into the records of the checkpoint whose weights the trained model holds (``T - 1`` for
         ``select="last"``); -1 in results saved before this field existed (they hold the last one) and in
         the partial result of a :class:`NonFiniteLossError`.
+    optimizer_state_epochs : ndarray of int, shape (S,)
+        Epochs at whose end the optimizer state was kept (``keep_optimizer_state``); empty by default.
+    optimizer_state_keys : list of str
+        Names of the kept state entries (SGD: ``momentum_buffer``; Adam: ``step``, ``exp_avg``,
+        ``exp_avg_sq``).
+    optimizer_states : ndarray, shape (S, len(keys), n)
+        The kept states as flat vectors in the trajectory's parameter order (see :func:`flat_optimizer_state`).
     """
 
     trajectory: np.ndarray
@@ -57,11 +65,38 @@ class TrainResult(Result):
     wall_time_s: float = 0.0
     lr: np.ndarray = field(default_factory=lambda: np.zeros(0))
     selected: int = -1
+    optimizer_state_epochs: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    optimizer_state_keys: list = field(default_factory=list)
+    optimizer_states: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0)))
 
     @property
     def minimum(self) -> int:
         """Index of the record the trained model holds: ``selected``, or the last record when unset."""
         return self.selected if self.selected >= 0 else len(self.train_loss) - 1
+
+    def optimizer_state_at(self, epoch: int) -> dict[str, np.ndarray]:
+        """The optimizer state kept at the end of ``epoch`` as ``{key: (n,) array}`` (empty at epoch 0: a fresh
+        optimizer); ValueError naming the kept epochs when it was not kept."""
+        if epoch == 0:
+            return {}
+        hits = np.flatnonzero(np.asarray(self.optimizer_state_epochs) == epoch)
+        if not hits.size:
+            raise ValueError(f"no optimizer state kept at epoch {epoch} (kept: "
+                             f"{np.asarray(self.optimizer_state_epochs).tolist()}); train with "
+                             "keep_optimizer_state=[...] naming it")
+        row = np.asarray(self.optimizer_states)[int(hits[0])]
+        return {k: row[i] for i, k in enumerate(self.optimizer_state_keys)}
+
+    def epochs_at_records(self) -> Optional[np.ndarray]:
+        """Training time of each record in epochs, ``steps / (steps[-1] / config["epochs"])`` (exact: every
+        epoch takes the same number of optimizer steps), shape (T,); None without a positive epoch count and
+        step count (a result built elsewhere)."""
+        epochs = (self.config or {}).get("epochs")
+        steps = np.asarray(self.steps, dtype=np.float64)
+        if (isinstance(epochs, (int, float)) and not isinstance(epochs, bool) and epochs > 0 and steps.size
+                and steps[-1] > 0):
+            return steps / (float(steps[-1]) / float(epochs))
+        return None
 
 
 SCHEDULES: tuple[str, ...] = ("constant", "cosine")
@@ -77,6 +112,80 @@ def _state_copy(model: nn.Module) -> dict:
             for k, v in model.state_dict().items()}
 
 
+SCALAR_STATE_KEYS: tuple[str, ...] = ("step",)
+"""Optimizer state entries that are one number per parameter tensor (broadcast over its entries when flat)."""
+
+_STATE_KEYS = {"sgd": ("momentum_buffer",), "adam": ("step", "exp_avg", "exp_avg_sq")}
+
+
+def _space_params(model: nn.Module, space: ParamSpace) -> list[Tensor]:
+    named = dict(model.named_parameters())
+    return [named[n] for n in space.names]
+
+
+def flat_optimizer_state(optimizer: torch.optim.Optimizer, model: nn.Module,
+                         space: Optional[ParamSpace] = None) -> dict[str, np.ndarray]:
+    """The per-parameter state of ``optimizer`` (SGD momentum buffers, Adam moments and step counts) as flat
+    float64 vectors in ``space``'s order (default: all of ``model``'s trainable parameters).
+
+    Returns
+    -------
+    dict of str to ndarray of shape (n,)
+        One vector per state entry; a scalar entry (``step``) is repeated over its parameter's entries.
+        Parameters without state (no step taken yet) hold NaN. Empty when no parameter has state.
+    """
+    space = space or ParamSpace.from_module(model)
+    params = _space_params(model, space)
+    keys: list[str] = []
+    for p in params:
+        for k, v in optimizer.state.get(p, {}).items():
+            if isinstance(v, Tensor) and k not in keys:
+                keys.append(k)
+    out = {k: np.full(space.size, np.nan) for k in keys}
+    offs = space.offsets
+    for i, p in enumerate(params):
+        for k, v in optimizer.state.get(p, {}).items():
+            if isinstance(v, Tensor):
+                out[k][offs[i]:offs[i + 1]] = v.detach().to(torch.float64).reshape(-1).cpu().numpy()
+    return out
+
+
+def _load_flat_optimizer_state(optimizer: torch.optim.Optimizer, kind: str, model: nn.Module, space: ParamSpace,
+                               state: dict[str, np.ndarray]) -> None:
+    """Inverse of :func:`flat_optimizer_state` for a fresh ``optimizer`` of ``kind``; ValueError on a state from
+    another optimizer or another parameter layout."""
+    if not isinstance(state, dict):
+        raise TypeError(f"optimizer_state must be a dict of flat arrays (flat_optimizer_state), got "
+                        f"{type(state).__name__}")
+    allowed = _STATE_KEYS[kind]
+    unknown = sorted(set(state) - set(allowed))
+    if unknown:
+        raise ValueError(f"optimizer_state has entries {unknown}, which optimizer={kind!r} does not keep "
+                         f"(its entries: {list(allowed)}): a state from another optimizer?")
+    arrays = {k: np.asarray(v, dtype=np.float64) for k, v in state.items()}
+    for k, v in arrays.items():
+        if v.shape != (space.size,):
+            raise ValueError(f"optimizer_state[{k!r}] has shape {v.shape}, the model has {space.size} parameters")
+    offs = space.offsets
+    for i, p in enumerate(_space_params(model, space)):
+        entry: dict[str, Tensor] = {}
+        for k, v in arrays.items():
+            seg = v[offs[i]:offs[i + 1]]
+            if np.isnan(seg).all():
+                continue  # no state for this parameter
+            if np.isnan(seg).any():
+                raise ValueError(f"optimizer_state[{k!r}] is partly NaN for parameter {space.names[i]!r}")
+            if k in SCALAR_STATE_KEYS:
+                entry[k] = torch.tensor(float(seg[0]), dtype=torch.float32)
+            else:
+                entry[k] = torch.from_numpy(seg.copy()).to(p.dtype).reshape(p.shape)
+        if entry:
+            missing = [k for k in allowed if k not in entry] if kind == "adam" else []
+            if missing:
+                raise ValueError(f"optimizer_state lacks {missing} for parameter {space.names[i]!r}")
+            optimizer.state[p] = entry
+
+
 def _full_eval(model: nn.Module, loss_fn: LossFunction, x: Tensor, y: Tensor) -> tuple[float, float]:
     """Full-data mean loss and metric in eval mode, through the same Objective the analyses use."""
     return Objective(model, loss_fn, (x, y), dtype=None, batch_size=4096).evaluate(check_finite=False)
@@ -88,7 +197,9 @@ def train(model: nn.Module, data: Union[Dataset, tuple[Tensor, Tensor]], *, loss
           record_every: int = 1, test: Optional[tuple[Tensor, Tensor]] = None, seed: int = 0,
           progress: bool = True, schedule: Literal["constant", "cosine"] = "constant",
           t_max: Optional[int] = None,
-          select: Literal["last", "lowest_train_loss"] = "last") -> tuple[nn.Module, TrainResult]:
+          select: Literal["last", "lowest_train_loss"] = "last",
+          record_steps: int = 0, optimizer_state: Optional[dict[str, np.ndarray]] = None,
+          keep_optimizer_state: Iterable[int] = ()) -> tuple[nn.Module, TrainResult]:
     """Train a copy of ``model`` with mini-batch SGD/Adam and record checkpoints.
 
     Parameters
@@ -100,6 +211,18 @@ def train(model: nn.Module, data: Union[Dataset, tuple[Tensor, Tensor]], *, loss
     epochs, lr, optimizer, momentum, weight_decay, batch_size : training hyper-parameters.
     record_every : int
         Record a checkpoint every this many epochs (and always at 0 and at the end).
+    record_steps : int
+        0 (default): records follow ``record_every``. ``k >= 1``: record a checkpoint every ``k`` optimizer
+        steps instead, also inside epochs (and always at 0 and at the end), for sub-epoch time resolution:
+        checkpoints ``k / steps_per_epoch`` epochs apart, ``steps_per_epoch = ceil(n_train / batch_size)``
+        (Fort et al. 2020 use 0.4 epochs). Needs ``record_every == 1``.
+    optimizer_state : dict of str to ndarray (n,), optional
+        Start from this optimizer state (:func:`flat_optimizer_state` / :meth:`TrainResult.optimizer_state_at`
+        of a run of the same model and optimizer), e.g. to continue a run with its momentum: only the
+        per-parameter state is loaded; the hyper-parameters (lr, momentum, ...) are this call's.
+    keep_optimizer_state : iterable of int
+        Epochs (1 .. ``epochs``) at whose end the optimizer state is kept in the result
+        (``TrainResult.optimizer_state_at``).
     seed : int
         Seeds the shuffling order; the result is deterministic on CPU.
     schedule : {"constant", "cosine"}
@@ -141,12 +264,22 @@ def train(model: nn.Module, data: Union[Dataset, tuple[Tensor, Tensor]], *, loss
                          f"and {y.shape[0]} targets")
     if epochs < 0 or batch_size < 1 or record_every < 1 or lr <= 0:
         raise ValueError("need epochs >= 0, batch_size >= 1, record_every >= 1 and lr > 0")
+    if isinstance(record_steps, bool) or not isinstance(record_steps, int) or record_steps < 0:
+        raise ValueError(f"record_steps must be an integer >= 0 (0: records every record_every epochs), got "
+                         f"{record_steps!r}")
+    if record_steps and record_every != 1:
+        raise ValueError(f"record_steps={record_steps} and record_every={record_every}: set one of them (records "
+                         "every record_steps optimizer steps, or every record_every epochs)")
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; use one of {list(SCHEDULES)}")
     if select not in SELECTIONS:
         raise ValueError(f"unknown select {select!r}; use one of {list(SELECTIONS)}")
     if t_max is not None and (isinstance(t_max, bool) or not isinstance(t_max, int) or t_max < 1):
         raise ValueError(f"t_max must be an integer >= 1 (or None for epochs), got {t_max!r}")
+    keep_list = list(keep_optimizer_state)
+    if any(isinstance(e, bool) or not isinstance(e, (int, np.integer)) or not 1 <= e <= epochs for e in keep_list):
+        raise ValueError(f"keep_optimizer_state must name integer epochs in [1, epochs={epochs}], got {keep_list!r}")
+    keep = sorted({int(e) for e in keep_list})
     start = time.perf_counter()
     model = copy_module(model)  # shares simulator devices (native state cannot be deep-copied)
     model.train()
@@ -163,6 +296,8 @@ def train(model: nn.Module, data: Union[Dataset, tuple[Tensor, Tensor]], *, loss
         opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     else:
         raise ValueError(f"unknown optimizer {optimizer!r}; use 'sgd' or 'adam'")
+    if optimizer_state is not None:
+        _load_flat_optimizer_state(opt, optimizer, model, space, optimizer_state)
     scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None
     if schedule == "cosine" and epochs > 0:
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t_max or epochs, eta_min=0.0)
@@ -170,8 +305,9 @@ def train(model: nn.Module, data: Union[Dataset, tuple[Tensor, Tensor]], *, loss
     records: dict[str, list] = {k: [] for k in ("traj", "steps", "trl", "trm", "tel", "tem", "lr")}
     config = dict(loss=loss_fn.name, epochs=epochs, lr=lr, optimizer=optimizer, momentum=momentum,
                   weight_decay=weight_decay, batch_size=batch_size, record_every=record_every, seed=seed,
-                  schedule=schedule, t_max=t_max, select=select)
+                  schedule=schedule, t_max=t_max, select=select, record_steps=record_steps)
     best: dict = {"index": -1, "loss": math.inf, "state": None}  # lowest-train-loss checkpoint so far
+    kept: list[dict[str, np.ndarray]] = []
 
     def record(step: int, epoch_lr: float) -> None:
         records["traj"].append(space.from_module_values(model).to(torch.float64).numpy())
@@ -189,7 +325,12 @@ def train(model: nn.Module, data: Union[Dataset, tuple[Tensor, Tensor]], *, loss
             best.update(index=index, loss=trl, state=_state_copy(model))
 
     def result(selected: int = -1) -> TrainResult:
+        keys = list(_STATE_KEYS[optimizer]) if kept else []
+        states = np.stack([np.stack([k.get(key, np.full(space.size, np.nan)) for key in keys]) for k in kept]) \
+            if kept else np.zeros((0, 0, 0))
         return TrainResult(trajectory=np.array(records["traj"]), steps=np.array(records["steps"], dtype=np.int64),
+                           optimizer_state_epochs=np.array(keep[:len(kept)], dtype=np.int64),
+                           optimizer_state_keys=keys, optimizer_states=states,
                            train_loss=np.array(records["trl"]), train_metric=np.array(records["trm"]),
                            test_loss=np.array(records["tel"]), test_metric=np.array(records["tem"]),
                            param_names=list(space.names), config=config,
@@ -214,9 +355,14 @@ def train(model: nn.Module, data: Union[Dataset, tuple[Tensor, Tensor]], *, loss
             lv.backward()
             opt.step()
             step += 1
+            if record_steps and step % record_steps == 0:
+                record(step, epoch_lr)
+                bar.set_postfix(loss=f"{records['trl'][-1]:.4f}")
         if scheduler is not None:
             scheduler.step()  # once per epoch, never reset: the cosine rate cycles with period 2 * T_max
-        if epoch % record_every == 0 or epoch == epochs:
+        if epoch in keep:
+            kept.append(flat_optimizer_state(opt, model, space))
+        if (epoch == epochs and records["steps"][-1] != step) or (not record_steps and epoch % record_every == 0):
             record(step, epoch_lr)
             bar.set_postfix(loss=f"{records['trl'][-1]:.4f}")
         bar.update(1)

@@ -81,6 +81,7 @@ BAD_VALUES = [
     ("train.schedule=step", ["got 'step'", "'constant'", "'cosine'"]),
     ("train.t_max=0", ["got 0", "integer >= 1", "none for train.epochs"]),
     ("train.minimum=best", ["got 'best'", "'last'", "'lowest_train_loss'"]),
+    ("train.record_steps=-2", ["got -2", "integer >= 0"]),
     # [objective]
     ("objective.loss=nll", ["got 'nll'", "'cross_entropy'", "'mse'", "'bce_with_logits'"]),
     ("objective.split=val", ["got 'val'", "'train'", "'test'"]),
@@ -152,6 +153,7 @@ BAD_VALUES = [
     ("spawn.times=[-1]", ["got [-1]", ">= 0"]),
     ("spawn.n_children=1", ["got 1", "[2, 999]"]),
     ("spawn.n_points=2", ["got 2", ">= 3"]),
+    ("spawn.copy_optimizer=2", ["got '2'", "true or false"]),
 ]
 
 

@@ -95,6 +95,7 @@ def test_spawn_fast_writes_barriers_and_resumes(tmp_path, capsys, caplog):
     assert "t=0: loss barrier" in text and str(out / "spawn.png") in text
     s = json.loads((out / "spawn.json").read_text())
     assert s["spawn_times"] == [0, 1, 2] and s["plan"]["epochs"] == 4 and s["plan"]["n_children"] == 2
+    assert s["plan"]["copy_optimizer"] is True and s["training_state"].startswith("parameters and optimizer state")
     for key in ("loss_barrier", "error_barrier", "disagreement"):
         assert len(s[key]) == 3 and all(v is not None and v >= 0 for v in s[key]), key
     assert all(v <= 1 for v in s["error_barrier"] + s["disagreement"])

@@ -106,6 +106,22 @@ def test_ntk_dynamics_against_direct_kernels(run, tmp_path):
     assert back.info == out.info
 
 
+def test_ntk_dynamics_with_checkpoints_inside_epochs(run):
+    """Records every 2 optimizer steps (3 per epoch of 96 samples in batches of 32: dt = 2/3 epoch): times are
+    steps / steps_per_epoch, velocities S / dt, and the kernels are those of the recorded weights."""
+    model, _, ((x, y), _) = run
+    _, res = train(model, (x, y), epochs=2, lr=0.1, batch_size=32, record_steps=2, progress=False)
+    np.testing.assert_array_equal(res.steps, [0, 2, 4, 6])
+    out = ntk_dynamics(model, res, x[:15], progress=False)
+    np.testing.assert_allclose(out.times_epochs, [0, 2 / 3, 4 / 3, 2], rtol=0, atol=1e-15)
+    assert out.info["time_unit"] == "epochs" and out.info["steps_per_epoch"] == 3
+    Ks = [empirical_ntk(checkpoint_model(model, row), x[:15], kind="trace", progress=False) for row in res.trajectory]
+    for t in range(1, 4):
+        S = kernel_distance(Ks[t - 1], Ks[t])
+        assert abs(out.kernel_to_previous[t] - S) <= 1e-12
+        assert abs(out.velocity[t] - S / (2 / 3)) <= 1e-11
+
+
 def test_ntk_dynamics_subset_full_kind_and_no_targets(run):
     model, res, ((x, _), _) = run
     xs = x[:6]

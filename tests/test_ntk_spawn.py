@@ -111,13 +111,36 @@ def test_children_differ_only_in_data_order(data: Dataset) -> None:
     parent = train_parent(model, data, plan)
     assert parent.trajectory.shape[0] == 2  # records at epochs 0 and 1
     a = train_child(model, data, plan, parent, 1, 0)
-    a2 = train_child(model, data, plan, parent.trajectory[1], 1, 0)  # the spawn point directly: same child
+    # the spawn point directly (parameters and optimizer state): the same child
+    a2 = train_child(model, data, plan, (parent.trajectory[1], parent.optimizer_state_at(1)), 1, 0)
+    with pytest.raises(ValueError, match="optimizer state at t=1"):  # parameters alone would restart momentum
+        train_child(model, data, plan, parent.trajectory[1], 1, 0)
     b = train_child(model, data, plan, parent, 1, 1)
     assert np.array_equal(a, a2)
     assert not np.array_equal(a, b) and np.linalg.norm(a - b) > 1e-3
     assert plan.seeds == (1, 2) and SpawnPlan(spawn_times=(1,), parent_seed=3).seeds == (3001, 3002)
     same = SpawnPlan(spawn_times=(1,), child_seeds=(1, 1), **PLAN)  # child 1 takes child 0's seed
     assert np.array_equal(train_child(model, data, same, parent, 1, 1), a)
+
+
+def test_children_continue_the_parents_training_state(data: Dataset) -> None:
+    """Full-batch training (the minibatch order cannot matter): a child spawned at t = 1 and trained to the end
+    equals the parent trained for all epochs in one go, to rounding (the permuted batch is summed in another
+    order), because it starts from the parent's momentum buffers; with copy_optimizer=False its momentum
+    restarts and it ends elsewhere."""
+    n = int(data.train[0].shape[0])
+    full_batch = dict(PLAN, batch_size=n)
+    plan = SpawnPlan(spawn_times=(1,), **full_batch)
+    model = _model()
+    child = train_child(model, data, plan, train_parent(model, data, plan), 1, 0)
+    straight = train_parent(model, data, SpawnPlan(spawn_times=(3,), **full_batch)).trajectory[-1]
+    np.testing.assert_allclose(child, straight, rtol=0, atol=1e-5)  # float32 model: rounding of 3 epochs
+    fresh = SpawnPlan(spawn_times=(1,), copy_optimizer=False, **full_batch)
+    restarted = train_child(model, data, fresh, train_parent(model, data, fresh), 1, 0)
+    assert np.abs(restarted - straight).max() > 100 * np.abs(child - straight).max()
+    # parameters alone are accepted without the optimizer state
+    assert np.array_equal(train_child(model, data, fresh, straight, 1, 0),
+                          train_child(model, data, fresh, (straight, None), 1, 0))
 
 
 def test_jobs_executor_and_resume_agree(data: Dataset, tmp_path) -> None:

@@ -265,3 +265,130 @@ def test_schedule_settings_survive_the_config_dict():
     cfg = dataclasses.replace(RunConfig(), train=TrainConfig(schedule="cosine", t_max=5, minimum="lowest_train_loss"))
     d = cfg.to_dict()["train"]
     assert (d["schedule"], d["t_max"], d["minimum"]) == ("cosine", 5, "lowest_train_loss")
+
+
+# ------------------------------------------------------------------ checkpoints inside epochs (record_steps)
+def test_record_steps_records_every_k_optimizer_steps_and_the_end():
+    x, y = _data()  # 40 samples, batches of 10: 4 steps per epoch
+    _, res = train(_mlp(), (x, y), epochs=3, lr=0.1, batch_size=10, record_steps=3, progress=False)
+    np.testing.assert_array_equal(res.steps, [0, 3, 6, 9, 12])
+    np.testing.assert_allclose(res.epochs_at_records(), [0, 0.75, 1.5, 2.25, 3.0], rtol=0, atol=1e-15)
+    _, res5 = train(_mlp(), (x, y), epochs=3, lr=0.1, batch_size=10, record_steps=5, progress=False)
+    np.testing.assert_array_equal(res5.steps, [0, 5, 10, 12])  # the end is always recorded, once
+    assert res5.config["record_steps"] == 5
+
+
+def test_records_inside_epochs_are_the_weights_after_that_many_steps():
+    """Records at steps that end an epoch equal the per-epoch run's records (same seed, same batches), and a
+    mid-epoch record equals a run stopped there (plain torch SGD on the same batches)."""
+    x, y = _data()
+    _, per_epoch = train(_mlp(), (x, y), epochs=2, lr=0.1, batch_size=10, progress=False)
+    _, per_2 = train(_mlp(), (x, y), epochs=2, lr=0.1, batch_size=10, record_steps=2, progress=False)
+    np.testing.assert_array_equal(per_2.steps, [0, 2, 4, 6, 8])
+    np.testing.assert_array_equal(per_2.trajectory[[0, 2, 4]], per_epoch.trajectory)
+    np.testing.assert_array_equal(per_2.train_loss[[0, 2, 4]], per_epoch.train_loss)
+    # step 2 by hand: the first two batches of epoch 1's permutation
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    perm = torch.randperm(40, generator=torch.Generator().manual_seed(0))
+    for s in (0, 10):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x[perm[s:s + 10]]), y[perm[s:s + 10]]).backward()
+        opt.step()
+    np.testing.assert_allclose(per_2.trajectory[1], _flat(model), rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(record_steps=-1), "record_steps"),
+    (dict(record_steps=1.5), "record_steps"),
+    (dict(record_steps=True), "record_steps"),
+    (dict(record_steps=2, record_every=2), "record_steps.*record_every"),
+])
+def test_bad_record_steps_raise_before_training(kwargs, match):
+    x, y = _data()
+    with pytest.raises(ValueError, match=match):
+        train(_mlp(), (x, y), epochs=1, progress=False, **kwargs)
+
+
+def test_record_steps_in_the_configuration():
+    cfg = load_config(None, ["train.record_steps=4"])
+    assert cfg.train.record_steps == 4 and cfg.train.n_checkpoints() is None
+    assert RunConfig().train.record_steps == 0
+    assert cfg.digest("train") != RunConfig().digest("train")
+    for override in ("train.record_steps=-1", "train.record_steps=0.5"):
+        with pytest.raises(ValueError, match=r"train\.record_steps"):
+            load_config(None, [override])
+    with pytest.raises(ValueError, match=r"train\.record_steps.*record_every"):
+        load_config(None, ["train.record_steps=3", "train.record_every=2"])
+
+
+# ------------------------------------------------------------------ optimizer state (continuing a run)
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_continuing_with_the_kept_optimizer_state_equals_the_uninterrupted_run(optimizer):
+    """Full-batch training (the batch order cannot matter): 4 epochs in one go equal 2 epochs, then 2 more from
+    the kept optimizer state, to rounding (1e-12: the loss sums the permuted batch in another order); without
+    the state (momentum / Adam moments restarting) the result is far off."""
+    x, y = _data()
+    kw = dict(lr=0.05, optimizer=optimizer, batch_size=40, progress=False)
+    full, res = train(_mlp(), (x, y), epochs=4, keep_optimizer_state=[2, 4], **kw)
+    half, res2 = train(_mlp(), (x, y), epochs=2, keep_optimizer_state=[2], **kw)
+    state = res2.optimizer_state_at(2)
+    assert set(state) == ({"momentum_buffer"} if optimizer == "sgd" else {"step", "exp_avg", "exp_avg_sq"})
+    for key, value in res.optimizer_state_at(2).items():
+        np.testing.assert_allclose(state[key], value, rtol=0, atol=1e-13)
+    cont, _ = train(half, (x, y), epochs=2, optimizer_state=state, seed=7, **kw)
+    restart, _ = train(half, (x, y), epochs=2, seed=7, **kw)
+    np.testing.assert_allclose(_flat(cont), _flat(full), rtol=0, atol=1e-12)
+    assert np.abs(_flat(restart) - _flat(full)).max() > 1e-4
+
+
+def test_flat_optimizer_state_round_trips_the_torch_state():
+    from qlandscape.train import _load_flat_optimizer_state, flat_optimizer_state
+    x, y = _data()
+    for kind, make in (("sgd", lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9)),
+                       ("adam", lambda ps: torch.optim.Adam(ps, lr=0.01))):
+        model = _mlp()
+        opt = make(model.parameters())
+        for _ in range(3):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        flat = flat_optimizer_state(opt, model)
+        fresh = make(model.parameters())
+        _load_flat_optimizer_state(fresh, kind, model, ParamSpace.from_module(model), flat)
+        for p in model.parameters():
+            assert set(fresh.state[p]) == set(opt.state[p])
+            for k, v in opt.state[p].items():
+                assert torch.equal(fresh.state[p][k], v), (kind, k)
+
+
+def test_bad_optimizer_states_are_refused_before_training():
+    x, y = _data()
+    _, res = train(_mlp(), (x, y), epochs=1, optimizer="adam", lr=0.01, keep_optimizer_state=[1], progress=False)
+    adam_state = res.optimizer_state_at(1)
+    with pytest.raises(ValueError, match="exp_avg.*optimizer='sgd'"):
+        train(_mlp(), (x, y), epochs=1, optimizer_state=adam_state, progress=False)
+    with pytest.raises(ValueError, match="shape"):
+        train(_mlp(), (x, y), epochs=1, optimizer_state={"momentum_buffer": np.zeros(3)}, progress=False)
+    with pytest.raises(ValueError, match="lacks"):
+        train(_mlp(), (x, y), epochs=1, optimizer="adam", optimizer_state={"step": adam_state["step"]},
+              progress=False)
+    for keep in ([0], [2], [True], [1.5]):
+        with pytest.raises(ValueError, match="keep_optimizer_state"):
+            train(_mlp(), (x, y), epochs=1, keep_optimizer_state=keep, progress=False)
+    with pytest.raises(ValueError, match=r"no optimizer state kept at epoch 2 \(kept: \[1\]\)"):
+        res.optimizer_state_at(2)
+    assert res.optimizer_state_at(0) == {}
+
+
+def test_kept_optimizer_states_survive_save_and_load(tmp_path):
+    x, y = _data()
+    _, res = train(_mlp(), (x, y), epochs=3, keep_optimizer_state=[1, 3], progress=False)
+    res.save(tmp_path / "tr")
+    back = TrainResult.load(tmp_path / "tr")
+    np.testing.assert_array_equal(back.optimizer_state_epochs, [1, 3])
+    for e in (1, 3):
+        np.testing.assert_array_equal(back.optimizer_state_at(e)["momentum_buffer"],
+                                      res.optimizer_state_at(e)["momentum_buffer"])
+    _, plain = train(_mlp(), (x, y), epochs=1, progress=False)
+    assert plain.optimizer_states.shape == (0, 0, 0) and plain.optimizer_state_keys == []

@@ -162,17 +162,16 @@ def _resolve_checkpoints(checkpoints: Optional[Sequence[int]], T: int, minimum: 
     if len(idx) < minimum:
         raise ValueError(f"needs at least {minimum} checkpoint{'s' if minimum > 1 else ''}, got {len(idx)} "
                          f"(trajectory of {T} records, checkpoints={checkpoints!r}); record more often "
-                         "(record_every) or train for more epochs")
+                         "(record_every, or record_steps for checkpoints inside epochs) or train for more epochs")
     return idx
 
 
 def _times(train_result: TrainResult) -> tuple[np.ndarray, str, float]:
     """Time of every record (all of them), its unit, and steps per epoch (NaN when the unit is steps)."""
     steps = np.asarray(train_result.steps, dtype=np.float64)
-    epochs = (train_result.config or {}).get("epochs")
-    if isinstance(epochs, (int, float)) and not isinstance(epochs, bool) and epochs > 0 and steps[-1] > 0:
-        spe = float(steps[-1]) / float(epochs)
-        return steps / spe, "epochs", spe
+    times = train_result.epochs_at_records()
+    if times is not None:
+        return times, "epochs", float(steps[-1]) / float(train_result.config["epochs"])
     return steps, "steps", math.nan
 
 

@@ -277,7 +277,8 @@ def spawn_plan(cfg: RunConfig) -> SpawnPlan:
     t, s = cfg.train, cfg.spawn
     return SpawnPlan(spawn_times=tuple(s.times), n_children=s.n_children, epochs=t.epochs, lr=t.lr,
                      optimizer=t.optimizer, momentum=t.momentum, weight_decay=t.weight_decay,
-                     batch_size=t.batch_size, parent_seed=t.seed, n_points=s.n_points, eval_split="test")
+                     batch_size=t.batch_size, parent_seed=t.seed, n_points=s.n_points, eval_split="test",
+                     copy_optimizer=s.copy_optimizer)
 
 
 def _spawn_figure(res: SpawnResult) -> Any:
@@ -355,7 +356,8 @@ def run_spawn_job(cfg: RunConfig, out: Path, progress: bool = True, force: bool 
         "child_seeds": res.child_seeds, "plan": res.plan,
         "model_info": res.info.get("model_info"), "computed_now": computed,
         "children_trained": res.info.get("children_trained"), "children_cached": res.info.get("children_cached"),
-        "deviations": res.info.get("deviations"), "barrier_definition": res.info.get("barrier_definition"),
+        "training_state": res.info.get("training_state"), "deviations": res.info.get("deviations"),
+        "barrier_definition": res.info.get("barrier_definition"),
         "wall_time_s": {"spawn": res.info.get("wall_time_s"), "parent": res.info.get("parent_wall_s"),
                         "children": res.info.get("children_wall_s"), "this_run": time.perf_counter() - start},
         "files": {name: str(out / name) for name in ("spawn.json", "spawn_barriers.npz", "spawn.png")},

@@ -12,11 +12,16 @@ a checkpoint every epoch, one child job per ``(t, k)`` that starts from the pare
 barrier job per ``t``. :func:`run_spawn` runs them, the child jobs on an optional
 ``concurrent.futures.Executor``, and can resume from a cache directory.
 
+Training state
+--------------
+A child starts from the parent's full training state at ``t``, as in Frankle et al. (2020): its parameters and its
+optimizer state (SGD momentum buffers, Adam moments and step counts, kept by the parent job at every spawn time;
+``copy_optimizer=False`` copies the parameters only, so the children's momentum restarts from zero). The learning
+rate is constant (the only schedule used here), so nothing else carries over. Only the minibatch order differs
+between children.
+
 Deviations from Frankle et al. (2020)
 -------------------------------------
-* Only the parameters are copied from the parent: :func:`qlandscape.train.train` starts a fresh optimizer, so a
-  child's momentum (or Adam moments) restarts from zero at ``t``; Frankle et al. copy the full training state.
-  With a constant learning rate (the only schedule used here) the learning rate itself is unaffected.
 * Buffers (BatchNorm running statistics) are not part of the flat parameter vector: every child and every
   evaluation uses the buffers of the ``model`` passed in. Models whose buffers change during training are
   therefore not treated faithfully.
@@ -99,6 +104,9 @@ class SpawnPlan:
         Points on the interpolation line between two children, endpoints included, >= 2.
     eval_split : {"test", "train"}
         Split on which barriers, errors and disagreement are measured.
+    copy_optimizer : bool
+        Children start from the parent's optimizer state at ``t`` as well as its parameters (default, as Frankle
+        et al.); False: parameters only, a fresh optimizer.
     """
 
     spawn_times: tuple[int, ...]
@@ -113,6 +121,7 @@ class SpawnPlan:
     child_seeds: Optional[tuple[int, ...]] = None
     n_points: int = 11
     eval_split: str = "test"
+    copy_optimizer: bool = True
 
     def __post_init__(self) -> None:
         if not _is_int(self.epochs) or self.epochs < 1:
@@ -158,6 +167,8 @@ class SpawnPlan:
             raise ValueError(f"n_points must be an integer >= 2, got {self.n_points!r}")
         if self.eval_split not in EVAL_SPLITS:
             raise ValueError(f"eval_split must be one of {list(EVAL_SPLITS)}, got {self.eval_split!r}")
+        if not isinstance(self.copy_optimizer, bool):
+            raise ValueError(f"copy_optimizer must be true or false, got {self.copy_optimizer!r}")
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -311,12 +322,38 @@ def _spawn_point(parent: Union[TrainResult, np.ndarray, Tensor], t: int, space: 
         if traj.ndim != 2 or traj.shape[1] != space.size:
             raise ValueError(f"the parent trajectory has shape {traj.shape}, but the model has {space.size} "
                              "parameters (a different model than the one the parent was trained with?)")
-        if parent.config.get("record_every", 1) != 1 or not 0 <= t < traj.shape[0]:
+        if (parent.config.get("record_every", 1) != 1 or parent.config.get("record_steps", 0)
+                or not 0 <= t < traj.shape[0]):
             raise ValueError(f"the parent trajectory has {traj.shape[0]} records (record_every="
-                             f"{parent.config.get('record_every')}); spawn time t={t} needs a record every epoch "
-                             "up to t (train_parent)")
+                             f"{parent.config.get('record_every')}, record_steps={parent.config.get('record_steps', 0)}"
+                             f"); spawn time t={t} needs a record at the end of every epoch and none inside "
+                             "epochs, up to t (train_parent)")
         return traj[t].astype(np.float64)
     return _check_theta(parent, space, "the parent's spawn point")
+
+
+def _spawn_start(parent: Any, t: int, space: ParamSpace, plan: SpawnPlan
+                 ) -> tuple[np.ndarray, Optional[dict[str, np.ndarray]]]:
+    """``(theta, optimizer_state)`` of the parent at epoch ``t`` (state None with ``copy_optimizer=False``)."""
+    if isinstance(parent, tuple):
+        if len(parent) != 2:
+            raise ValueError("a spawn point given as a tuple must be (theta, optimizer_state)")
+        theta, state = _check_theta(parent[0], space, "the parent's spawn point"), parent[1]
+    else:
+        theta = _spawn_point(parent, t, space)
+        if isinstance(parent, TrainResult):
+            state = parent.optimizer_state_at(t) if plan.copy_optimizer else None
+        elif plan.copy_optimizer and t > 0:
+            raise ValueError(f"copy_optimizer=True needs the parent's optimizer state at t={t}: pass the parent's "
+                             "TrainResult (train_parent) or (theta, optimizer_state), or use copy_optimizer=False")
+        else:
+            state = None
+    if not plan.copy_optimizer:
+        return theta, None
+    if state is None or not isinstance(state, dict):
+        raise ValueError(f"copy_optimizer=True needs the parent's optimizer state at t={t} as a dict, got "
+                         f"{type(state).__name__}")
+    return theta, state
 
 
 def _frankle_barrier(curve: np.ndarray) -> float:
@@ -422,12 +459,14 @@ def train_parent(model: nn.Module, data: Dataset, plan: SpawnPlan, *, progress: 
     -------
     TrainResult
         Recorded every epoch: ``trajectory[t]`` (shape ``(n,)``) is the parent's flat parameters after ``t``
-        epochs, the spawn point of time ``t``.
+        epochs, the spawn point of time ``t``; with ``plan.copy_optimizer`` the optimizer state at every spawn
+        time ``t >= 1`` is kept too (``optimizer_state_at(t)``).
     """
     _space(model)
     _check_data(data, plan)
+    keep = [t for t in plan.spawn_times if t >= 1] if plan.copy_optimizer else []
     _, result = train(model, data, epochs=plan.parent_epochs, seed=plan.parent_seed, progress=progress,
-                      **plan.train_kwargs())
+                      keep_optimizer_state=keep, **plan.train_kwargs())
     return result
 
 
@@ -436,16 +475,17 @@ def train_child(model: nn.Module, data: Dataset, plan: SpawnPlan, parent: Union[
     """Train child ``k`` spawned at epoch ``t`` to the end and return its final flat parameters.
 
     The parent's parameters at ``t`` are loaded into a copy of ``model`` (buffers stay ``model``'s) and trained
-    ``plan.epochs - t`` more epochs with minibatch seed ``plan.seeds[k]`` and a fresh optimizer (momentum is
-    not carried over from the parent, unlike Frankle et al. who copy the full training state).
+    ``plan.epochs - t`` more epochs with minibatch seed ``plan.seeds[k]``, starting from the parent's optimizer
+    state at ``t`` (``plan.copy_optimizer``, the default; otherwise a fresh optimizer).
 
     Parameters
     ----------
     model : nn.Module
         Same architecture as the parent's (its parameter values are replaced).
-    parent : TrainResult or ndarray of shape (n,)
-        The parent's :func:`train_parent` result (row ``t`` is used) or directly its flat parameters at ``t``
-        (cheaper to send to a worker process).
+    parent : TrainResult, (ndarray, dict) or ndarray of shape (n,)
+        The parent's :func:`train_parent` result (row ``t`` and the optimizer state kept at ``t``), or directly
+        ``(theta_t, optimizer_state_t)`` (cheaper to send to a worker process), or ``theta_t`` alone (only with
+        ``copy_optimizer=False`` or ``t = 0``).
     t : int
         Spawn time in epochs, one of ``plan.spawn_times``.
     k : int
@@ -461,9 +501,10 @@ def train_child(model: nn.Module, data: Dataset, plan: SpawnPlan, parent: Union[
     if not _is_int(k) or not 0 <= k < plan.n_children:
         raise ValueError(f"child index k={k!r} must be in [0, n_children={plan.n_children})")
     _check_data(data, plan)
-    start = _load_theta(model, _spawn_point(parent, int(t), space))
+    theta, state = _spawn_start(parent, int(t), space, plan)
+    start = _load_theta(model, theta)
     trained, _ = train(start, data, epochs=plan.epochs - int(t), seed=plan.seeds[k], progress=progress,
-                       **plan.train_kwargs())
+                       optimizer_state=state, **plan.train_kwargs())
     return space.from_module_values(trained).to(torch.float64).numpy()
 
 
@@ -565,7 +606,7 @@ def run_spawn(model: nn.Module, data: Dataset, plan: SpawnPlan, *, executor: Any
         Training data (train split) and evaluation data (``plan.eval_split``).
     plan : SpawnPlan
     executor : concurrent.futures.Executor, optional
-        Child jobs are submitted as ``executor.submit(train_child, model, data, plan, theta_t, t, k)``; with a
+        Child jobs are submitted as ``executor.submit(train_child, model, data, plan, (theta_t, state_t), t, k)``; with a
         process pool, ``model`` and ``data`` must be picklable (a model holding native simulator state may not
         be: use a thread pool, None, or a :mod:`qlandscape.sweep` run per job). None runs them here, in order.
         The parent and the barriers always run in this process.
@@ -595,7 +636,8 @@ def run_spawn(model: nn.Module, data: Dataset, plan: SpawnPlan, *, executor: Any
         parent = train_parent(model, data, plan, progress=False)
         if cache is not None:
             parent.save(cache / "parent")
-    points = {t: _spawn_point(parent, t, space) for t in plan.spawn_times}
+    starts = {t: _spawn_start(parent, t, space, plan) for t in plan.spawn_times}
+    points = {t: theta for t, (theta, _) in starts.items()}
     parent_wall = time.perf_counter() - start
 
     children: dict[tuple[int, int], np.ndarray] = {}
@@ -617,9 +659,9 @@ def run_spawn(model: nn.Module, data: Dataset, plan: SpawnPlan, *, executor: Any
 
     if executor is None:
         for t, k in todo:
-            done(t, k, train_child(model, data, plan, points[t], t, k))
+            done(t, k, train_child(model, data, plan, starts[t], t, k))
     else:
-        futures = {executor.submit(train_child, model, data, plan, points[t], t, k): (t, k) for t, k in todo}
+        futures = {executor.submit(train_child, model, data, plan, starts[t], t, k): (t, k) for t, k in todo}
         for fut, (t, k) in futures.items():
             done(t, k, fut.result())
     bar.close()
@@ -643,8 +685,9 @@ def run_spawn(model: nn.Module, data: Dataset, plan: SpawnPlan, *, executor: Any
                 wall_time_s=time.perf_counter() - start, parent_wall_s=parent_wall, children_wall_s=children_wall,
                 children_trained=len(todo), children_cached=S * K - len(todo),
                 barrier_definition="max_alpha R(alpha) - (R(0) + R(1)) / 2 (Frankle et al. 2020)",
-                deviations=["optimizer state (momentum) restarts at the spawn time; only parameters are copied",
-                            "buffers are the initial model's, not trained", "all K(K-1)/2 child pairs"])
+                training_state=("parameters and optimizer state copied from the parent" if plan.copy_optimizer
+                                else "parameters copied from the parent; fresh optimizer (copy_optimizer=False)"),
+                deviations=["buffers are the initial model's, not trained", "all K(K-1)/2 child pairs"])
     return SpawnResult(
         spawn_times=np.array(plan.spawn_times, dtype=np.int64),
         loss_barrier=out["pair_loss_barrier"].mean(axis=1), error_barrier=out["pair_error_barrier"].mean(axis=1),
