@@ -15,19 +15,22 @@ selected parameters, ``J(x) = d f(x) / d theta`` is a ``(C, P)`` matrix. On inpu
 Routes (``implementation``)
 ---------------------------
 ``"structured"``
-    For models whose selected parameters all belong to ``nn.Linear`` modules (anything else in between acts as
-    a fixed function: activations, Flatten, modules whose parameters are not selected). Forward hooks record
-    each layer's inputs ``a_l`` (``(N, in_l)``); one ``torch.autograd.grad`` per output class ``c`` of
-    ``sum_i f_i[c]`` with respect to the layers' outputs gives ``delta_l`` (``(N, C, out_l)``) for all samples
-    at once (this assumes samples do not interact and each Linear sees row ``i`` of its input from sample
-    ``i``). Then
-    ``K[(i, c), (j, d)] = sum_l (delta_l[i, c] . delta_l[j, d]) * (w_l * a_l[i] . a_l[j] + b_l)`` with
-    ``w_l``/``b_l`` = 1 when the layer's weight/bias is selected (0 otherwise): no per-sample Jacobian is
-    ever formed, the work is ``N^2 C^2 sum_l out_l`` instead of ``N^2 C^2 P``. Refused (ValueError naming
-    ``"jacobian"``) for selected parameters in other modules, a Linear called more than once per forward, a
-    parameter shared between modules, Linear inputs that are not ``(batch, in_features)``, or when the layer gradients
-    rebuilt from ``a_l``/``delta_l`` disagree with the true gradient (a weight used outside its
-    ``Linear.forward``).
+    For models whose selected parameters all belong to ``nn.Linear`` and ``nn.Conv2d`` modules (anything else
+    in between acts as a fixed function: activations, pooling, Flatten, modules whose parameters are not
+    selected). Forward hooks record each layer's input ``a_l`` and output; one ``torch.autograd.grad`` per output
+    class ``c`` of ``sum_i f_i[c]`` with respect to the layers' outputs gives ``delta_l`` (``(N, C, out_l)``, or
+    ``(N, C, Cout, Ho, Wo)`` for a conv) for all samples at once (this assumes samples do not interact and each
+    layer sees row ``i`` of its input from sample ``i``). For a Linear layer no per-sample Jacobian is formed:
+    ``K[(i, c), (j, d)] += (delta_l[i, c] . delta_l[j, d]) * (w_l * a_l[i] . a_l[j] + b_l)`` with
+    ``w_l``/``b_l`` = 1 when the layer's weight/bias is selected (0 otherwise), work ``N^2 C^2 out_l`` instead of
+    ``N^2 C^2 (in_l + 1) out_l``. For a Conv2d (``groups=1``, zero padding, any stride/dilation/``'same'``) the
+    per-sample weight Jacobian is ``delta (Cout, L) @ unfold(a)^T (L, Cin*kh*kw)`` per sample and class (one
+    batched matmul, no autograd per sample); the conv layers' Jacobians are contracted by one matrix product.
+    Refused (ValueError naming ``"jacobian"``) for selected parameters in other modules (BatchNorm, ...),
+    grouped or non-zero-padded convs, a layer called more than once per forward, a parameter shared between
+    modules, layer inputs that are not ``(batch, in_features)`` / ``(batch, channels, h, w)``, or when the
+    gradients rebuilt from the layer factors disagree with autograd's (one extra backward pass; a weight used
+    outside its module's forward, or samples that interact).
 ``"jacobian"``
     Per block of points, ``torch.func.vmap`` over samples of ``jacrev`` (``jacfwd`` when ``P < C``: forward
     mode costs ``P`` pushes per sample, reverse mode ``C`` pulls) of the per-sample output
@@ -44,13 +47,15 @@ Routes (``implementation``)
 
 Memory
 ------
-The ``jacobian`` and ``autograd`` routes compute the kernel block pair by block pair ``(a, b)`` with
-``b <= a`` only (``K_ab = J_a J_b^T``; the upper blocks are mirrored, so ``K`` is exactly symmetric). A block
-holds ``block_size`` points; by default it is chosen so that one block's Jacobian ``(block_size, C, P)`` takes
-at most 256 MiB (at least one point). Block Jacobians are kept for reuse while their total stays within
-1 GiB; blocks beyond that are recomputed when needed (then peak memory is two blocks' Jacobians plus the
-kernel, at the cost of extra Jacobian passes). The ``structured`` route keeps only the layer inputs and
-output derivatives (``N * (C * sum_l out_l + sum_l in_l)`` numbers) and contracts them per block pair.
+Every route computes the kernel block pair by block pair ``(a, b)`` with ``b <= a`` only (``K_ab = J_a J_b^T``;
+the upper blocks are mirrored, so ``K`` is exactly symmetric). A block holds ``block_size`` points; by default
+one block's features (the Jacobian ``(block_size, C, P)``, or the structured route's factors) take at most
+256 MiB (at least one point), and the points are split into at least ``MIN_BLOCKS`` = 8 blocks while a block
+keeps ``MIN_BLOCK_ROWS`` = 320 kernel rows (8 blocks do 9/16 of the full product). Block features are kept for
+reuse while their total stays within 1 GiB; blocks beyond that are recomputed when needed (then peak memory is
+two blocks' features plus the kernel, at the cost of extra passes). The ``structured`` route keeps only the
+Linear layers' inputs and output derivatives (``N * (C * out_l + in_l)`` numbers each) and the conv layers'
+per-sample Jacobians.
 """
 
 from __future__ import annotations
@@ -500,7 +505,7 @@ def _structured_features(adapter: ModelAdapter, layers: list[_Layer], C: int, tr
 
 def _structured_block(layers: list[_Layer], C: int, x: Tensor, itemsize: int, rows_per_point: int) -> int:
     """Default points per block of the structured route: features of one block within ``BLOCK_BYTES`` and at
-    least ``MIN_BLOCKS`` blocks when the points allow blocks of ``MIN_BLOCK_POINTS`` (only block pairs
+    least ``MIN_BLOCKS`` blocks when blocks keep ``MIN_BLOCK_ROWS`` rows (only block pairs
     ``b <= a`` are contracted, so more blocks skip more of the symmetric work)."""
     per_point = 0
     for layer in layers:
