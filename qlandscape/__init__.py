@@ -13,6 +13,15 @@ from .adapter import (
     model_capabilities,
     register_inspector,
 )
+from .adversarial import (
+    Attack,
+    RobustEvaluation,
+    SharpnessResult,
+    epsilon_sharpness,
+    robust_accuracy,
+    robust_evaluate,
+    valid_range,
+)
 from .curvature import (
     DensityResult,
     EigResult,
@@ -44,6 +53,18 @@ from .landscape import (
     trajectory_spans,
 )
 from .losses import LossFunction, make_loss
+from .merging import (
+    AlignmentResult,
+    MergeResult,
+    PermutationSpec,
+    align_weights,
+    apply_permutations,
+    average_weights,
+    interpolation_barriers,
+    permutation_spec,
+    random_permutations,
+    weight_similarity,
+)
 from .models import MLP, PatchMLP, SmallCNN
 from .ntk import (
     KernelDistanceTrace,
@@ -120,6 +141,12 @@ __all__ = [
     "KernelDistanceTrace", "LinearizedModel", "kernel_regression", "KernelRegressionResult", "checkpoint_model",
     "ntk_dynamics", "NTKDynamicsResult", "kernel_learning_curve", "KernelLearningResult", "SpawnPlan", "SpawnResult",
     "run_spawn",
+    # adversarial robustness and epsilon-sharpness (Prabhu et al.; Keskar et al. 2017)
+    "Attack", "RobustEvaluation", "robust_accuracy", "robust_evaluate", "valid_range", "epsilon_sharpness",
+    "SharpnessResult",
+    # permutation alignment (Git Re-Basin) and merging; mode connectivity
+    "align_weights", "AlignmentResult", "apply_permutations", "permutation_spec", "PermutationSpec",
+    "random_permutations", "weight_similarity", "average_weights", "interpolation_barriers", "MergeResult",
     # trainability: gradient variance at initialization (barren plateaus)
     "gradient_variance", "GradientVarianceResult", "init_seeds",
     # sweeps: grids of patch networks, run on an executor, resumable

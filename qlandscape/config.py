@@ -350,7 +350,8 @@ OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
 class TrainConfig:
     """Mini-batch training (see :func:`qlandscape.train.train`): ``epochs`` >= 1, ``lr`` > 0,
     ``optimizer`` "sgd" or "adam", ``momentum`` in [0, 1) (SGD only), ``weight_decay`` >= 0,
-    ``batch_size`` >= 1, a checkpoint every ``record_every`` >= 1 epochs or, with ``record_steps`` >= 1
+    ``batch_size`` >= 1, ``adversarial`` (train on the ``[adversarial]`` attack's perturbed batches instead of
+    the clean ones), a checkpoint every ``record_every`` >= 1 epochs or, with ``record_steps`` >= 1
     (0: off), every ``record_steps`` optimizer steps (inside epochs too), ``seed`` >= 0; learning-rate
     ``schedule`` "constant" or "cosine" (never-reset cosine annealing with half-period ``t_max`` >= 1
     epochs, unset: ``epochs``); ``minimum`` "last" (the final weights) or "lowest_train_loss" (the recorded
@@ -368,6 +369,7 @@ class TrainConfig:
     t_max: Optional[int] = None
     minimum: str = "last"
     record_steps: int = 0
+    adversarial: bool = False
 
     def __post_init__(self) -> None:
         _normalize(self)
@@ -384,6 +386,7 @@ class TrainConfig:
         _check_int(s, "t_max", self.t_max, 1, optional="train.epochs")
         _check_choice(s, "minimum", self.minimum, ("last", "lowest_train_loss"))
         _check_int(s, "record_steps", self.record_steps, 0)
+        _check_bool(s, "adversarial", self.adversarial)
         if self.record_steps and self.record_every != 1:
             _fail(s, "record_steps", self.record_steps, f"0 with train.record_every={self.record_every} (set one "
                   "of them: checkpoints every record_steps optimizer steps, or every record_every epochs)")
@@ -609,16 +612,84 @@ class SpawnConfig:
         _check_bool(s, "copy_optimizer", self.copy_optimizer)
 
 
+ATTACK_KINDS: tuple[str, ...] = ("fgsm", "pgd")
+ATTACK_NORMS: tuple[str, ...] = ("linf", "l2")
+MERGE_ALIGNMENTS: tuple[str, ...] = ("weight", "activation")
+
+
+@dataclass(frozen=True)
+class AdversarialConfig:
+    """The attack of adversarial training (``train.adversarial``) and of ``qlandscape robust``
+    (Prabhu et al.; Madry et al. 2018). ``kind`` "fgsm" or "pgd", ``norm`` "linf" or "l2", radius ``epsilon``
+    >= 0 in the units of the model's inputs (standardized features for digits), ``steps`` >= 1 PGD steps of
+    ``step_size`` > 0 (unset: ``2.5 * epsilon / steps``; FGSM: ``epsilon``), ``random_start``, ``clamp``
+    "data" (inputs kept within the data's [min, max]) or "none"; robust accuracy is measured with
+    ``eval_steps`` >= 1 PGD steps of the same kind of attack. epsilon-sharpness: the largest loss increase in
+    the filter-normalized ball of relative radius ``sharpness_epsilon`` > 0, ``sharpness_steps`` >= 1 steps of
+    projected gradient ascent."""
+
+    kind: str = "pgd"
+    norm: str = "linf"
+    epsilon: float = 0.3
+    steps: int = 7
+    step_size: Optional[float] = None
+    random_start: bool = True
+    clamp: str = "data"
+    eval_steps: int = 20
+    sharpness_epsilon: float = 0.05
+    sharpness_steps: int = 20
+
+    def __post_init__(self) -> None:
+        _normalize(self)
+        s = "adversarial"
+        _check_choice(s, "kind", self.kind, ATTACK_KINDS)
+        _check_choice(s, "norm", self.norm, ATTACK_NORMS)
+        _check_number(s, "epsilon", self.epsilon, low=0)
+        _check_int(s, "steps", self.steps, 1)
+        _check_number(s, "step_size", self.step_size, positive=True, optional="2.5 * epsilon / steps")
+        _check_bool(s, "random_start", self.random_start)
+        _check_choice(s, "clamp", self.clamp, ("data", "none"))
+        _check_int(s, "eval_steps", self.eval_steps, 1)
+        _check_number(s, "sharpness_epsilon", self.sharpness_epsilon, positive=True)
+        _check_int(s, "sharpness_steps", self.sharpness_steps, 1)
+
+
+@dataclass(frozen=True)
+class MergeConfig:
+    """``qlandscape merge``: two models of the configured architecture trained from different ``seeds`` (two
+    distinct integers >= 0: initialization and minibatch order), the loss / 0-1 error barriers on the straight
+    line between them (``n_points`` >= 3) before and after aligning the second to the first with each of
+    ``align`` (distinct "weight", "activation"; empty: no alignment), on the ``split`` ("test" or "train")."""
+
+    seeds: tuple[int, ...] = (0, 1)
+    align: tuple[str, ...] = MERGE_ALIGNMENTS
+    n_points: int = 21
+    split: str = "test"
+
+    def __post_init__(self) -> None:
+        _normalize(self)
+        s = "merge"
+        _check_int_list(s, "seeds", self.seeds, 0, distinct=True, example="[0, 1]")
+        if len(self.seeds) != 2:
+            _fail(s, "seeds", self.seeds, "a list of two distinct integers >= 0, e.g. [0, 1]")
+        a = self.align
+        if not (isinstance(a, tuple) and all(isinstance(v, str) and v in MERGE_ALIGNMENTS for v in a)
+                and len(set(a)) == len(a)):
+            _fail(s, "align", a, f"a list of distinct methods from {list(MERGE_ALIGNMENTS)} (may be empty)")
+        _check_int(s, "n_points", self.n_points, 3)
+        _check_choice(s, "split", self.split, ("test", "train"))
+
+
 # Keys added after results were first cached: while at these values they are left out of
 # RunConfig.digest, so outputs computed before the keys existed stay reusable.
 _DIGEST_OMITTED_DEFAULTS: dict[str, dict[str, Any]] = {
     "data": {"dataset": "digits", "path": None, "source": "idx", "preprocessing": "kawase2025"},
     "model": {"dropout": 0.0, "batchnorm": False},
     "objective": {"loss": "cross_entropy", "dropout": "refuse"},
-    "train": {"schedule": "constant", "t_max": None, "minimum": "last", "record_steps": 0},
+    "train": {"schedule": "constant", "t_max": None, "minimum": "last", "record_steps": 0, "adversarial": False},
 }
 # Sections added after results were first cached: left out of the whole-config digest while at their defaults.
-_DIGEST_OMITTED_SECTIONS: tuple[str, ...] = ("ntk", "spawn")
+_DIGEST_OMITTED_SECTIONS: tuple[str, ...] = ("ntk", "spawn", "adversarial", "merge")
 
 
 @dataclass(frozen=True)
@@ -634,6 +705,8 @@ class RunConfig:
     patch: PatchConfig = field(default_factory=PatchConfig)
     ntk: NTKConfig = field(default_factory=NTKConfig)
     spawn: SpawnConfig = field(default_factory=SpawnConfig)
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
+    merge: MergeConfig = field(default_factory=MergeConfig)
 
     def __post_init__(self) -> None:
         hints = get_type_hints(RunConfig)

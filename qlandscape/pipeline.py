@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .adversarial import Attack, valid_range
 from .config import OBJECTIVE_LOSSES, RANDOM_DIRECTIONS, RunConfig
 from .configview import ConfigReads, recorder_of
 from .curvature import DensityResult, EigResult, TraceResult, hessian_eigs, hessian_trace, spectral_density
@@ -141,6 +142,17 @@ def _load_weights(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def build_attack(cfg: RunConfig, ds: Dataset, *, evaluation: bool = False) -> Attack:
+    """The ``[adversarial]`` attack on ``ds``: for training, or (``evaluation``) the stronger one that measures
+    robust accuracy (``eval_steps`` steps). ``clamp="data"`` keeps inputs within the range of the train and test
+    inputs; the random starts are seeded by ``train.seed``."""
+    a = cfg.adversarial
+    clamp = valid_range(ds.x_train, ds.x_test) if a.clamp == "data" else None
+    return Attack(kind=a.kind, norm=a.norm, epsilon=a.epsilon,  # type: ignore[arg-type]
+                  steps=a.eval_steps if evaluation else a.steps, step_size=a.step_size,
+                  random_start=a.random_start, clamp=clamp, seed=cfg.train.seed)
+
+
 def _train_step(rd: RunDir, cfg: RunConfig, progress: bool,
                 force: bool) -> tuple[tuple[nn.Module, TrainResult, Dataset], Stamp]:
     """The ``train`` step in an open run directory; also returns its stamp (whose identity keys
@@ -155,7 +167,8 @@ def _train_step(rd: RunDir, cfg: RunConfig, progress: bool,
                                 momentum=t.momentum, weight_decay=t.weight_decay, batch_size=t.batch_size,
                                 record_every=t.record_every, seed=t.seed, progress=progress,
                                 schedule=t.schedule, t_max=t.t_max, select=t.minimum,  # type: ignore[arg-type]
-                                record_steps=t.record_steps)
+                                record_steps=t.record_steps,
+                                attack=build_attack(c, ds) if t.adversarial else None)
         return trained, result, ds
 
     def save(value: tuple[nn.Module, TrainResult, Dataset], key: str) -> None:

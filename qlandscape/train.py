@@ -7,7 +7,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Literal, Optional, Union
+from typing import TYPE_CHECKING, Iterable, Literal, Optional, Union
 
 import numpy as np
 import torch
@@ -20,6 +20,9 @@ from .objective import NonFiniteLossError, Objective
 from .params import ParamSpace
 from .progress import progress_bar
 from .results import Result
+
+if TYPE_CHECKING:
+    from .adversarial import Attack
 
 
 @dataclass
@@ -199,7 +202,8 @@ def train(model: nn.Module, data: Union[Dataset, tuple[Tensor, Tensor]], *, loss
           t_max: Optional[int] = None,
           select: Literal["last", "lowest_train_loss"] = "last",
           record_steps: int = 0, optimizer_state: Optional[dict[str, np.ndarray]] = None,
-          keep_optimizer_state: Iterable[int] = ()) -> tuple[nn.Module, TrainResult]:
+          keep_optimizer_state: Iterable[int] = (),
+          attack: Optional["Attack"] = None) -> tuple[nn.Module, TrainResult]:
     """Train a copy of ``model`` with mini-batch SGD/Adam and record checkpoints.
 
     Parameters
@@ -223,6 +227,11 @@ def train(model: nn.Module, data: Union[Dataset, tuple[Tensor, Tensor]], *, loss
     keep_optimizer_state : iterable of int
         Epochs (1 .. ``epochs``) at whose end the optimizer state is kept in the result
         (``TrainResult.optimizer_state_at``).
+    attack : qlandscape.adversarial.Attack, optional
+        Adversarial training (Madry et al. 2018): every batch is replaced by its adversarial examples against
+        the current weights (:meth:`Attack.perturb`, made in eval mode, with the training loss; one generator
+        seeded by ``attack.seed`` for the whole run, so random starts differ per batch and the run is
+        reproducible). Recorded losses and accuracies stay the clean ones.
     seed : int
         Seeds the shuffling order; the result is deterministic on CPU.
     schedule : {"constant", "cosine"}
@@ -305,7 +314,9 @@ def train(model: nn.Module, data: Union[Dataset, tuple[Tensor, Tensor]], *, loss
     records: dict[str, list] = {k: [] for k in ("traj", "steps", "trl", "trm", "tel", "tem", "lr")}
     config = dict(loss=loss_fn.name, epochs=epochs, lr=lr, optimizer=optimizer, momentum=momentum,
                   weight_decay=weight_decay, batch_size=batch_size, record_every=record_every, seed=seed,
-                  schedule=schedule, t_max=t_max, select=select, record_steps=record_steps)
+                  schedule=schedule, t_max=t_max, select=select, record_steps=record_steps,
+                  attack=None if attack is None else attack.as_dict())
+    attack_gen = None if attack is None else attack.generator()
     best: dict = {"index": -1, "loss": math.inf, "state": None}  # lowest-train-loss checkpoint so far
     kept: list[dict[str, np.ndarray]] = []
 
@@ -345,8 +356,11 @@ def train(model: nn.Module, data: Union[Dataset, tuple[Tensor, Tensor]], *, loss
         perm = torch.randperm(x.shape[0], generator=gen)
         for s in range(0, x.shape[0], batch_size):
             idx = perm[s:s + batch_size]
+            xb, yb = x[idx], y[idx]
+            if attack is not None:
+                xb = attack.perturb(model, xb, yb, loss_fn, generator=attack_gen)  # restores train mode
             opt.zero_grad(set_to_none=True)
-            lv = loss_fn.batch_loss(model(x[idx]), y[idx])  # torch's own reduction (weighted means too)
+            lv = loss_fn.batch_loss(model(xb), yb)  # torch's own reduction (weighted means too)
             if not bool(torch.isfinite(lv)):
                 err = NonFiniteLossError(f"training loss became {float(lv.detach())} at epoch {epoch}, step {step}; "
                                          "lower the learning rate (lr) or check the data")

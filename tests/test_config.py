@@ -154,6 +154,21 @@ BAD_VALUES = [
     ("spawn.n_children=1", ["got 1", "[2, 999]"]),
     ("spawn.n_points=2", ["got 2", ">= 3"]),
     ("spawn.copy_optimizer=2", ["got '2'", "true or false"]),
+    ("train.adversarial=maybe", ["got 'maybe'", "true or false"]),
+    ("adversarial.kind=cw", ["got 'cw'", "'fgsm'", "'pgd'"]),
+    ("adversarial.norm=l1", ["got 'l1'", "'linf'", "'l2'"]),
+    ("adversarial.epsilon=-0.1", ["got -0.1", ">= 0"]),
+    ("adversarial.steps=0", ["got 0", "integer >= 1"]),
+    ("adversarial.step_size=0", ["got 0", "> 0", "none for 2.5 * epsilon / steps"]),
+    ("adversarial.random_start=2", ["got '2'", "true or false"]),
+    ("adversarial.clamp=box", ["got 'box'", "'data'", "'none'"]),
+    ("adversarial.eval_steps=0", ["got 0", "integer >= 1"]),
+    ("adversarial.sharpness_epsilon=0", ["got 0", "> 0"]),
+    ("adversarial.sharpness_steps=0", ["got 0", "integer >= 1"]),
+    ("merge.seeds=[1,1]", ["got [1, 1]", "distinct"]),
+    ('merge.align=["shuffle"]', ["got ['shuffle']", "'weight'", "'activation'"]),
+    ("merge.n_points=2", ["got 2", ">= 3"]),
+    ("merge.split=val", ["got 'val'", "'test'", "'train'"]),
 ]
 
 
