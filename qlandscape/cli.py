@@ -3,7 +3,9 @@
 Subcommands: ``train``, ``hessian``, ``scan``, ``demo`` (train + hessian + scan: the main job),
 ``compare`` (a patch QNN against its parameter-matched classical patch MLP, one report), ``ntk`` (the
 empirical NTK along training and kernel learning at time t), ``spawn`` (parent-child spawning barriers;
-both :mod:`qlandscape.ntk.jobs`) and ``sweep``
+both :mod:`qlandscape.ntk.jobs`), ``robust`` (standard vs adversarially trained: robustness and sharpness;
+:mod:`qlandscape.adversarial.jobs`), ``merge`` (barriers between two trained models before and after
+permutation alignment; :mod:`qlandscape.merging.jobs`) and ``sweep``
 (``run``, ``status``, ``report``: patch-count sweeps, :mod:`qlandscape.sweep`).
 """
 
@@ -31,7 +33,13 @@ def _parser() -> argparse.ArgumentParser:
              "ntk": "the empirical NTK along training (kernel distance, velocity) and kernel learning at time t "
                     "(Fort et al. 2020); writes ntk.json, ntk_distance.png, ntk_learning.png",
              "spawn": "parent-child spawning: loss and 0-1 error barriers between SGD-noise children vs spawn time "
-                      "(Fort et al. 2020); writes spawn.json and spawn.png"}
+                      "(Fort et al. 2020); writes spawn.json and spawn.png",
+             "robust": "train a standard and an adversarially trained model ([adversarial] attack) of the same "
+                       "architecture; clean and robust accuracy, lambda_max, trace, epsilon-sharpness and "
+                       "filter-normalized surfaces of both; writes robust.json and PNGs",
+             "merge": "train two models from different seeds; loss and 0-1 error barriers on the straight line "
+                      "between them before and after permutation alignment (Git Re-Basin) and the weight-averaged "
+                      "merges; writes merge.json and merge.png"}
     for name, text in helps.items():
         s = sub.add_parser(name, help=text, description=text)
         s.add_argument("--config", type=Path, default=None, help="TOML config (default: bundled default.toml)")
@@ -50,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
                            "2 CPU cores (300 digits, 4 epochs, " + ("40 kernel inputs, 100/60 kernel-learning points)"
                                                                     if name == "ntk" else "spawn times 0, 1, 2)")
                            + "; --set values win")
+        if name in ("robust", "merge"):
+            s.add_argument("--fast", action="store_true", help="small settings that finish in well under a minute on "
+                           "2 CPU cores (a digits subset, few epochs, small scans); --set values win")
     _sweep_parser(sub)
     return p
 
@@ -130,6 +141,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command in ("ntk", "spawn"):
         from .ntk.jobs import fast_overrides
         overrides = fast_overrides(args.command, args.fast) + overrides  # the user's --set win
+    if args.command == "robust":
+        from .adversarial.jobs import fast_overrides as robust_fast
+        overrides = robust_fast(args.fast) + overrides
+    if args.command == "merge":
+        from .merging.jobs import fast_overrides as merge_fast
+        overrides = merge_fast(args.fast) + overrides
     try:
         cfg = load_config(args.config, overrides)
         if args.command == "spawn":
@@ -180,6 +197,13 @@ def _run(args: argparse.Namespace, cfg: RunConfig, out: Path) -> int:
         if args.command == "spawn":
             from .ntk.jobs import run_spawn_job
             print("\n".join(_spawn_summary(run_spawn_job(cfg, out, progress, force=args.force))))
+        if args.command == "robust":
+            from .adversarial.jobs import run_robust, summary_lines
+            print("\n".join(summary_lines(run_robust(cfg, out, progress, force=args.force))))
+        if args.command == "merge":
+            from .merging.jobs import run_merge
+            from .merging.jobs import summary_lines as merge_lines
+            print("\n".join(merge_lines(run_merge(cfg, out, progress, force=args.force))))
         if args.command in ("scan", "demo"):
             scan = pipeline.run_scan(cfg, out, progress, force=args.force)
             print(f"scan {scan.loss.shape}: centre loss {scan.center_loss:.6g}, min {float(scan.loss.min()):.6g}, "
