@@ -257,7 +257,10 @@ def test_copy_shares_declared_native_state_and_names_the_fix_otherwise():
 
 
 # ---------------------------------------------------------------- architecture
-ENGINE = ["adapter.py", "objective.py", "second_order.py", "params.py", "losses.py", "curvature", "landscape"]
+ENGINE = ["adapter.py", "objective.py", "second_order.py", "params.py", "losses.py", "curvature", "landscape",
+          "train.py", "trainability.py", "ntk/kernel.py", "ntk/distance.py", "ntk/linearized.py", "ntk/dynamics.py",
+          "ntk/spawn.py", "adversarial/attacks.py", "adversarial/sharpness.py", "merging/permutation.py",
+          "merging/align.py", "merging/merge.py"]
 
 
 def test_engine_modules_never_import_quantum_or_pennylane():
