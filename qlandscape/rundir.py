@@ -28,6 +28,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import tempfile
 import threading
@@ -91,6 +92,24 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def json_ready(value: Any) -> Any:
+    """A JSON-able copy of a summary: numpy arrays to lists, numpy scalars to Python numbers, NaN/inf to None
+    (JSON has no NaN; a missing number is null)."""
+    import numpy as np  # numpy only where a summary needs it: reading a run directory does not
+
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return json_ready(value.tolist())
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def write_json(path: Path, value: Any) -> None:

@@ -7,22 +7,20 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable, Literal, Optional, Union
+from typing import Iterable, Literal, Optional, Union
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from .adapter import copy_module
+from .adversarial.attacks import Attack
 from .data import Dataset
 from .losses import LossFunction, LossSpec, make_loss
 from .objective import NonFiniteLossError, Objective
 from .params import ParamSpace
 from .progress import progress_bar
 from .results import Result
-
-if TYPE_CHECKING:
-    from .adversarial import Attack
 
 
 @dataclass
@@ -203,7 +201,7 @@ def train(model: nn.Module, data: Union[Dataset, tuple[Tensor, Tensor]], *, loss
           select: Literal["last", "lowest_train_loss"] = "last",
           record_steps: int = 0, optimizer_state: Optional[dict[str, np.ndarray]] = None,
           keep_optimizer_state: Iterable[int] = (),
-          attack: Optional["Attack"] = None) -> tuple[nn.Module, TrainResult]:
+          attack: Optional[Attack] = None) -> tuple[nn.Module, TrainResult]:
     """Train a copy of ``model`` with mini-batch SGD/Adam and record checkpoints.
 
     Parameters

@@ -37,8 +37,7 @@ import numpy as np
 from .. import pipeline
 from ..config import RunConfig
 from ..landscape import LandscapeScan
-from ..ntk.jobs import _clean
-from ..rundir import atomic_write_bytes, open_rundir, png_bytes, write_json
+from ..rundir import atomic_write_bytes, json_ready, open_rundir, png_bytes, write_json
 from .attacks import RobustEvaluation, robust_evaluate
 from .sharpness import SharpnessResult, epsilon_sharpness
 
@@ -306,7 +305,7 @@ def run_robust(cfg: RunConfig, out: Path, progress: bool = True, force: bool = F
             log.info("robust: %s -> %s", name, out / name)
             results[name] = _run_variant(vcfg, out / name, progress, force)
         entries = {name: _variant_summary(name, out, res) for name, res in results.items()}
-        entries = _clean(entries)
+        entries = json_ready(entries)
         figures = _write_figures(out, {n: r["scan"] for n, r in results.items()}, entries)
         summary = {
             "variants": entries,
@@ -320,7 +319,7 @@ def run_robust(cfg: RunConfig, out: Path, progress: bool = True, force: bool = F
             "config_digest": cfg.digest(),
             "wall_time_s": time.perf_counter() - start,
         }
-        summary = _clean(summary)
+        summary = json_ready(summary)
         write_json(out / "robust.json", summary)
     return summary
 

@@ -23,8 +23,7 @@ import numpy as np
 
 from .. import pipeline
 from ..config import RunConfig
-from ..ntk.jobs import _clean
-from ..rundir import atomic_write_bytes, open_rundir, png_bytes, write_json
+from ..rundir import atomic_write_bytes, json_ready, open_rundir, png_bytes, write_json
 from .merge import MergeResult, interpolation_barriers
 from .permutation import permutation_spec
 
@@ -209,7 +208,7 @@ def run_merge(cfg: RunConfig, out: Path, progress: bool = True, force: bool = Fa
         "files": {name: str(out / name) for name in ("merge.json", "merge.png", *(f"merge_{m}.npz" for m in results),
                                                       *(f"merge_{m}.json" for m in results))},
     }
-    summary = _clean(summary)
+    summary = json_ready(summary)
     write_json(out / "merge.json", summary)
     return summary
 

@@ -29,7 +29,7 @@ from .. import pipeline
 from ..adapter import CapabilityError
 from ..config import RunConfig
 from ..configview import recorder_of
-from ..rundir import Drawers, RunDir, digest, open_rundir, write_json
+from ..rundir import Drawers, RunDir, digest, json_ready, open_rundir, write_json
 from .dynamics import KernelLearningResult, NTKDynamicsResult, kernel_learning_curve, ntk_dynamics
 from .linearized import LinearizedModel
 from .spawn import SpawnPlan, SpawnResult, run_spawn
@@ -59,21 +59,6 @@ def checkpoint_indices(n_records: int, every: int) -> list[int]:
     if idx[-1] != n_records - 1:
         idx.append(n_records - 1)
     return idx
-
-
-def _clean(value: Any) -> Any:
-    """JSON-able copy: arrays to lists, NaN/inf to None."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, np.ndarray):
-        return _clean(value.tolist())
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, (np.floating, np.integer, np.bool_)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 R = TypeVar("R", NTKDynamicsResult, KernelLearningResult, SpawnResult)
@@ -265,7 +250,7 @@ def run_ntk(cfg: RunConfig, out: Path, progress: bool = True, force: bool = Fals
                                                       "ntk_distance.png", "ntk_learning.png")
                   + (("ntk_trajectory.png",) if trajectory_scan is not None else ())},
     }
-    summary = _clean(summary)
+    summary = json_ready(summary)
     write_json(out / "ntk.json", summary)
     return summary
 
@@ -362,6 +347,6 @@ def run_spawn_job(cfg: RunConfig, out: Path, progress: bool = True, force: bool 
                         "children": res.info.get("children_wall_s"), "this_run": time.perf_counter() - start},
         "files": {name: str(out / name) for name in ("spawn.json", "spawn_barriers.npz", "spawn.png")},
     }
-    summary = _clean(summary)
+    summary = json_ready(summary)
     write_json(out / "spawn.json", summary)
     return summary
