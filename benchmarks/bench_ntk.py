@@ -599,6 +599,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=None, help="timed runs after the warm-up (default 3; --fast 1)")
     ap.add_argument("--models", nargs="+", choices=list(MODELS), default=None)
     ap.add_argument("--mem-gib", type=float, default=8.0, help="skip rows whose estimated peak exceeds this")
+    ap.add_argument("--tag", default="", help="suffix of the output files (ntk_<tag>.{json,md}), e.g. for a run of "
+                    "some --models only")
     ap.add_argument("--row-timeout", type=float, default=150.0, help="seconds after which a row (warm-up and "
                     "repeats) is killed and reported as taking longer (default 150)")
     ap.add_argument("--out", type=Path, default=HERE / "results")
@@ -636,7 +638,7 @@ def main() -> None:
                                          n_params={k: n_params(k) for k in models}),
                wall_s=time.perf_counter() - t_start, load_avg_end=list(os.getloadavg()),
                targets=targets(table), table=table, rows=rows)
-    stem = "ntk_fast" if fast else "ntk"
+    stem = ("ntk_fast" if fast else "ntk") + (f"_{args.tag}" if args.tag else "")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}.json").write_text(json.dumps(res, indent=2))
     md = markdown(res)
