@@ -23,7 +23,7 @@ from .config import RunConfig
 from .curvature import DensityResult, EigResult, TraceResult
 from .landscape import LandscapeScan, pca_directions
 from .pipeline import ensure_trained, run_hessian, run_scan
-from .rundir import atomic_write_bytes, open_rundir, png_bytes, write_json
+from .rundir import atomic_write_bytes, draw_figures, open_rundir, write_json
 from .train import TrainResult
 
 log = logging.getLogger("qlandscape")
@@ -183,18 +183,7 @@ def write_figures(out: Path, results: dict[str, dict[str, Any]], entries: dict[s
                "landscape_pca.png": lambda: _scan_figure("landscape_pca", results, entries),
                "landscape_random.png": lambda: _scan_figure("landscape_random", results, entries),
                "learning_curves.png": lambda: _learning_curves_figure(results)}
-    written = []
-    for name in PLOTS:
-        try:
-            data = png_bytes(drawers[name](), dpi=110)
-        except Exception as exc:  # noqa: BLE001 - a figure must never cost the report
-            (out / name).unlink(missing_ok=True)
-            log.warning("could not draw %s (%s: %s); the report leaves it out", out / name, type(exc).__name__,
-                        str(exc).strip().splitlines()[0] if str(exc).strip() else "")
-            continue
-        atomic_write_bytes(out / name, data)
-        written.append(name)
-    return written
+    return draw_figures(out, {name: drawers[name] for name in PLOTS})
 
 
 def _density_figure(results: dict[str, dict[str, Any]], entries: dict[str, dict[str, Any]]) -> Any:

@@ -145,6 +145,24 @@ def png_bytes(figure_or_axes: Any, dpi: int = 120) -> bytes:
         plt.close(fig)
 
 
+def draw_figures(out: Path, drawers: Mapping[str, Callable[[], Any]], dpi: int = 110) -> list[str]:
+    """Draw and write ``out/<name>`` for each ``name -> draw()`` (a matplotlib figure) in order; returns the
+    names written. A figure that fails to draw is logged in one line, left out, and any older file of that
+    name deleted, so a summary never links a stale picture and a figure never costs the results."""
+    written = []
+    for name, draw in drawers.items():
+        try:
+            data = png_bytes(draw(), dpi=dpi)
+        except Exception as exc:  # noqa: BLE001 - a figure must never cost the results
+            (out / name).unlink(missing_ok=True)
+            log.warning("could not draw %s (%s: %s); left out", out / name, type(exc).__name__,
+                        str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+            continue
+        atomic_write_bytes(out / name, data)
+        written.append(name)
+    return written
+
+
 # ---------------------------------------------------------------------------------------- stamps
 @dataclasses.dataclass
 class Stamp:

@@ -37,7 +37,7 @@ import numpy as np
 from .. import pipeline
 from ..config import RunConfig
 from ..landscape import LandscapeScan
-from ..rundir import atomic_write_bytes, json_ready, open_rundir, png_bytes, write_json
+from ..rundir import draw_figures, json_ready, open_rundir, write_json
 from .attacks import RobustEvaluation, robust_evaluate
 from .sharpness import SharpnessResult, epsilon_sharpness
 
@@ -252,18 +252,7 @@ def _bars_figure(entries: dict[str, dict[str, Any]]) -> Any:
 
 def _write_figures(out: Path, scans: dict[str, LandscapeScan], entries: dict[str, dict[str, Any]]) -> list[str]:
     drawers = {"robust_surfaces.png": lambda: _surfaces_figure(scans), "robust_bars.png": lambda: _bars_figure(entries)}
-    written = []
-    for name in PLOTS:
-        try:
-            data = png_bytes(drawers[name](), dpi=110)
-        except Exception as exc:  # noqa: BLE001 - a figure must never cost the results
-            (out / name).unlink(missing_ok=True)
-            log.warning("could not draw %s (%s: %s)", out / name, type(exc).__name__,
-                        str(exc).strip().splitlines()[0] if str(exc).strip() else "")
-            continue
-        atomic_write_bytes(out / name, data)
-        written.append(name)
-    return written
+    return draw_figures(out, {name: drawers[name] for name in PLOTS})
 
 
 def run_robust(cfg: RunConfig, out: Path, progress: bool = True, force: bool = False) -> dict[str, Any]:

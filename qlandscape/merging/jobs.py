@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import pipeline
 from ..config import RunConfig
-from ..rundir import atomic_write_bytes, json_ready, open_rundir, png_bytes, write_json
+from ..rundir import draw_figures, json_ready, open_rundir, write_json
 from .merge import MergeResult, interpolation_barriers
 from .permutation import permutation_spec
 
@@ -190,7 +190,7 @@ def run_merge(cfg: RunConfig, out: Path, progress: bool = True, force: bool = Fa
                                                                measure(method))
             computed[step] = step in rd.fresh
         first = next(iter(results.values()))
-        atomic_write_bytes(out / "merge.png", png_bytes(_figure(results, kind, cfg.merge.split)))
+        figures = draw_figures(out, {"merge.png": lambda: _figure(results, kind, cfg.merge.split)}, dpi=120)
     aligned = {m: _curves(r, True) for m, r in results.items() if r.align is not None}
     summary = {
         "model_kind": kind, "n_params": info.get("n_params"), "model_info": info, "split": cfg.merge.split,
@@ -205,7 +205,7 @@ def run_merge(cfg: RunConfig, out: Path, progress: bool = True, force: bool = Fa
         "computed_now": any(computed.values()), "computed_steps": computed,
         "wall_time_s": {"this_run": time.perf_counter() - start,
                         **{f"merge_{m}": r.wall_time_s for m, r in results.items()}},
-        "files": {name: str(out / name) for name in ("merge.json", "merge.png", *(f"merge_{m}.npz" for m in results),
+        "files": {name: str(out / name) for name in ("merge.json", *figures, *(f"merge_{m}.npz" for m in results),
                                                       *(f"merge_{m}.json" for m in results))},
     }
     summary = json_ready(summary)
@@ -234,5 +234,5 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     if summary.get("symmetry_note"):
         lines.append(f"  note: {summary['symmetry_note']}")
     lines.append(f"  computed now: {summary['computed_now']}; summary {summary['files']['merge.json']}, "
-                 f"figure {summary['files']['merge.png']}")
+                 f"figure {summary['files'].get('merge.png', 'not drawn (see the log)')}")
     return lines
