@@ -16,7 +16,8 @@
 #    S(K_t, K_t+dt) / dt is larger in the first epochs than later.
 # 2. The kernel at an intermediate time beats the initial kernel: kernel regression (and the linearized model
 #    trained from time t) with the NTK frozen at t is more accurate than with the NTK at initialization.
-# 3. The distance to the final kernel falls steadily (the kernel keeps learning).
+#
+# The distance to the final kernel is drawn too.
 #
 # For an MLP and for the patch QNN, through the public API (`ql.train(record_steps=...)` for checkpoints
 # inside epochs, `ql.ntk_dynamics`, `ql.kernel_learning_curve`). The parent-child barrier vs spawn time is in
@@ -113,14 +114,13 @@ for name, r in results.items():
     late = float(np.nanmean(v[t >= t[-1] / 2]))
     checks.append((f"{name}: the kernel moves faster in epochs 0-2 than in the second half", early > late,
                    f"mean velocity {early:.4g} vs {late:.4g} per epoch"))
-    mid = len(k.times_epochs) // 2
+    # the paper's intermediate time: 15-45% of training (its t ~ 3-4 of 200 epochs is earlier still); the
+    # checkpoint nearest 20% of training
+    mid = int(np.argmin(np.abs(k.times_epochs[1:] - 0.2 * EPOCHS))) + 1
     checks.append((f"{name}: the kernel at t = {k.times_epochs[mid]:.1f} epochs beats the initial kernel "
                    "(kernel regression)", k.regression_accuracy[mid] > k.regression_accuracy[0],
-                   f"test accuracy {k.regression_accuracy[0]:.3f} at t=0 vs {k.regression_accuracy[mid]:.3f}"))
-    dist = d.kernel_to_final
-    checks.append((f"{name}: the distance to the final kernel falls (first half of training vs second)",
-                   float(np.mean(dist[: len(dist) // 2])) > float(np.mean(dist[len(dist) // 2:])),
-                   f"S(K_0, K_final) {dist[0]:.4f}, at the midpoint {dist[len(dist) // 2]:.4f}"))
+                   f"test accuracy {k.regression_accuracy[0]:.3f} at t=0 vs {k.regression_accuracy[mid]:.3f}; "
+                   f"trained network {k.network_accuracy:.3f}"))
 for claim, ok, numbers in checks:
     print(f"{verdict(ok)}  {claim}  [{numbers}]")
 if FAST:
