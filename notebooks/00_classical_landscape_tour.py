@@ -8,11 +8,12 @@
 # ---
 
 # %% [markdown]
-# # Loss-landscape geometry of a classical MLP on digits
+# # A tour of the engine on a classical MLP (digits)
 #
-# Reproduces the classical half of the analyses the project targets: Hessian top-k,
-# trace and spectral density at a minimum; filter-normalized random-plane and
-# trajectory-PCA scans; and the loss barrier between two independently trained solutions.
+# Not a paper's claim (notebooks 01-05 check those): the analyses of the library on one small model,
+# the starting point for a new user. Hessian top-k, trace and spectral density at a minimum;
+# filter-normalized random-plane and trajectory-PCA scans; and the loss barrier between two
+# independently trained solutions.
 #
 # Run as a script (`python notebooks/01_classical_landscape.py`) or open with jupytext.
 # `QLANDSCAPE_FAST=1` shrinks everything to a seconds-long smoke run.
