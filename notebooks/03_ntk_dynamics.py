@@ -16,13 +16,16 @@
 #    S(K_t, K_t+dt) / dt is larger in the first epochs than later.
 # 2. The kernel at an intermediate time beats the initial kernel: kernel regression (and the linearized model
 #    trained from time t) with the NTK frozen at t is more accurate than with the NTK at initialization.
+# 3. Parent-child spawning: children spawned from one parent at epoch t and trained on with different minibatch
+#    orders end in one basin (0-1 error barrier between them ~0) once t is past an early transient; children
+#    spawned at t = 0 are separated.
 #
 # The distance to the final kernel is drawn too.
 #
 # For an MLP and for the patch QNN, through the public API (`ql.train(record_steps=...)` for checkpoints
-# inside epochs, `ql.ntk_dynamics`, `ql.kernel_learning_curve`). The parent-child barrier vs spawn time is in
-# `05_mode_connectivity.py`. Run as a script or with jupytext; `QLANDSCAPE_FAST=1` is a seconds-long smoke
-# run whose verdicts mean nothing.
+# inside epochs, `ql.ntk_dynamics`, `ql.kernel_learning_curve`, `ql.run_spawn`; the MLP's spawning at width 512
+# is in `05_mode_connectivity.py` too). Run as a script or with jupytext; `QLANDSCAPE_FAST=1` is a seconds-long
+# smoke run whose verdicts mean nothing.
 
 # %% tags=["parameters"]
 import os
@@ -52,10 +55,12 @@ RECORD_STEPS = max(1, round(0.4 * STEPS_PER_EPOCH))   # the paper's dt = 0.4 epo
 print(f"{'FAST smoke run' if FAST else 'full run'}: {data.x_train.shape[0]} training digits, {EPOCHS} epochs, "
       f"a checkpoint every {RECORD_STEPS} steps ({RECORD_STEPS / STEPS_PER_EPOCH:.2f} epochs)")
 
+SPAWN_TIMES = (0, 1) if FAST else (0, 1, 2, 4, 8)   # epochs; children train to epoch EPOCHS
+LR = {"MLP": 0.05, "patch QNN": 0.1}
 MODELS = {
     "MLP 64-128-128-10": lambda: ql.MLP(data.n_features, (16,) if FAST else (128, 128), data.n_classes, "tanh"),
     "patch QNN (4 patches, 4 qubits, L=2)": lambda: ql.PatchQNN("digits", n_patches=4, layers=1 if FAST else 2,
-                                                                device="default.qubit"),
+                                                                device="auto"),
 }
 
 # %% [markdown]
@@ -66,7 +71,7 @@ results = {}
 for name, build in MODELS.items():
     torch.manual_seed(0)
     model0 = build().double()
-    lr = 0.05 if name.startswith("MLP") else 0.1
+    lr = LR["MLP" if name.startswith("MLP") else "patch QNN"]
     trained, tr = ql.train(model0, data, epochs=EPOCHS, lr=lr, batch_size=BATCH, seed=0, record_steps=RECORD_STEPS,
                            progress=False)
     x, y = data.train
@@ -99,6 +104,31 @@ fig.tight_layout()
 fig.savefig(OUT / "ntk_dynamics.png", dpi=110)
 
 # %% [markdown]
+# ## Parent-child spawning: the error barrier between two children vs spawn time
+#
+# One parent per model (the same initialization and training settings as above); at each spawn time two
+# children copy its weights and optimizer state and train to epoch EPOCHS with different minibatch orders;
+# the barrier is measured on the test split along the straight line between them.
+
+# %%
+for name, build in MODELS.items():
+    torch.manual_seed(0)
+    lr = LR["MLP" if name.startswith("MLP") else "patch QNN"]
+    plan = ql.SpawnPlan(spawn_times=SPAWN_TIMES, n_children=2, epochs=EPOCHS, lr=lr, batch_size=BATCH,
+                        n_points=5 if FAST else 11)
+    results[name]["spawn"] = sp = ql.run_spawn(build().double(), data, plan, progress=False)
+    print(f"{name}: error barrier vs spawn time " + ", ".join(
+        f"t={int(t)}: {e:.4f}" for t, e in zip(sp.spawn_times, sp.error_barrier)))
+
+fig, ax = plt.subplots(figsize=(5.5, 4))
+for name, r in results.items():
+    ax.plot(r["spawn"].spawn_times, r["spawn"].error_barrier, "o-", label=name)
+ax.set(xlabel="spawn time (epochs)", ylabel="0-1 error barrier between children", title="parent-child spawning")
+ax.legend(fontsize=7)
+fig.tight_layout()
+fig.savefig(OUT / "ntk_spawn.png", dpi=110)
+
+# %% [markdown]
 # ## Claim checks
 
 # %%
@@ -121,6 +151,12 @@ for name, r in results.items():
                    "(kernel regression)", k.regression_accuracy[mid] > k.regression_accuracy[0],
                    f"test accuracy {k.regression_accuracy[0]:.3f} at t=0 vs {k.regression_accuracy[mid]:.3f}; "
                    f"trained network {k.network_accuracy:.3f}"))
+    sp = r["spawn"]
+    late, early = float(sp.error_barrier[-1]), float(sp.error_barrier[0])
+    checks.append((f"{name}: children spawned at t = {int(sp.spawn_times[-1])} share one basin (error barrier "
+                   "<= 0.01)", late <= 0.01, f"{late:.4f}"))
+    checks.append((f"{name}: ... after an early transient (the barrier at t = 0 exceeds the late one by > 0.01)",
+                   early - late > 0.01, f"t=0: {early:.4f}, t={int(sp.spawn_times[-1])}: {late:.4f}"))
 for claim, ok, numbers in checks:
     print(f"{verdict(ok)}  {claim}  [{numbers}]")
 if FAST:
