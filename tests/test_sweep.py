@@ -234,6 +234,17 @@ def test_unbuildable_grid_point_fails_before_any_run_dir(tmp_path):
     assert not (out / "runs").exists() and not (out / ".work").exists()
 
 
+def test_validation_builds_each_architecture_once_whatever_the_seeds(monkeypatch):
+    from qlandscape import pipeline
+    from qlandscape.sweep.runner import validate_models
+    built = []
+    real = pipeline.build_model
+    monkeypatch.setattr(pipeline, "build_model", lambda cfg, ds: built.append(cfg.patch.n_patches) or real(cfg, ds))
+    spec = _spec(patches=(1, 4), seeds=(0, 1, 2))
+    validate_models(spec.runs())
+    assert sorted(built) == [1, 4]  # 2 architectures (x 3 seeds = 6 runs): 2 builds
+
+
 # ------------------------------------------------------------------------------------------ 2. presets
 def test_preset_digits_small():
     spec = load_spec("digits-small")

@@ -150,8 +150,9 @@ def validate_models(plans: list[RunPlan]) -> None:
     from .. import pipeline
     seen: set[str] = set()
     for p in plans:
-        d = p.config.to_dict()
-        key = json.dumps({**d, "model": {**d["model"], "seed": 0}, "patch": {**d["patch"], "seed": 0}}, sort_keys=True)
+        d = p.config.to_dict()  # the grid's seeds (initialization, minibatch order) do not change the architecture
+        key = json.dumps({**d, "model": {**d["model"], "seed": 0}, "patch": {**d["patch"], "seed": 0},
+                          "train": {**d["train"], "seed": 0}}, sort_keys=True)
         if key in seen:
             continue
         seen.add(key)
