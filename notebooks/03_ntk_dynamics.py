@@ -56,12 +56,12 @@ print(f"{'FAST smoke run' if FAST else 'full run'}: {data.x_train.shape[0]} trai
       f"a checkpoint every {RECORD_STEPS} steps ({RECORD_STEPS / STEPS_PER_EPOCH:.2f} epochs)")
 
 SPAWN_TIMES = (0, 1) if FAST else (0, 1, 2, 4, 8)   # epochs; children train to epoch EPOCHS
-LR = {"MLP": 0.05, "patch QNN": 0.1}
 MODELS = {
     "MLP 64-128-128-10": lambda: ql.MLP(data.n_features, (16,) if FAST else (128, 128), data.n_classes, "tanh"),
     "patch QNN (4 patches, 4 qubits, L=2)": lambda: ql.PatchQNN("digits", n_patches=4, layers=1 if FAST else 2,
                                                                 device="auto"),
 }
+LR = {name: 0.05 if name.startswith("MLP") else 0.1 for name in MODELS}   # SGD, momentum 0.9
 
 # %% [markdown]
 # ## Train with checkpoints every 0.4 epochs; kernels along the trajectory
@@ -71,7 +71,7 @@ results = {}
 for name, build in MODELS.items():
     torch.manual_seed(0)
     model0 = build().double()
-    lr = LR["MLP" if name.startswith("MLP") else "patch QNN"]
+    lr = LR[name]
     trained, tr = ql.train(model0, data, epochs=EPOCHS, lr=lr, batch_size=BATCH, seed=0, record_steps=RECORD_STEPS,
                            progress=False)
     x, y = data.train
@@ -113,7 +113,7 @@ fig.savefig(OUT / "ntk_dynamics.png", dpi=110)
 # %%
 for name, build in MODELS.items():
     torch.manual_seed(0)
-    lr = LR["MLP" if name.startswith("MLP") else "patch QNN"]
+    lr = LR[name]
     plan = ql.SpawnPlan(spawn_times=SPAWN_TIMES, n_children=2, epochs=EPOCHS, lr=lr, batch_size=BATCH,
                         n_points=5 if FAST else 11)
     results[name]["spawn"] = sp = ql.run_spawn(build().double(), data, plan, progress=False)
