@@ -33,6 +33,8 @@
 #    falls with the number of qubits. The 4x4 patches (16 features, two encodings) allow 1, 2, 4 or 8 qubits per
 #    patch, but a 10-class readout needs at least 4 (3 Paulis per qubit), so the sweep runs on a binary digits
 #    task (0 vs 1) with the same local readout `<X0>, <Z0>` at every size; the 10-class task adds 4 and 8 qubits.
+#    The 16 pixels of a patch are spread over its qubits, so width is confounded with the features each qubit
+#    encodes (and the circuit's depth in rotations per qubit).
 #    Rule: PASS if the mean variance over the circuit angles (positional bias excluded) falls at every step
 #    1 -> 2 -> 4 -> 8 qubits. The fitted exponential rate is reported (McClean: exponential decay for deep random
 #    circuits; Cerezo et al. 2021: at most polynomial for a local cost at shallow depth, as here).
