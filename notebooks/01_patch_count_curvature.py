@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 import qlandscape as ql
+from qlandscape.sweep.report import summarize
 
 FAST = os.environ.get("QLANDSCAPE_FAST", "0") == "1"
 OUT = Path(os.environ.get("QLANDSCAPE_OUT", "runs/notebook_patch_count"))
@@ -79,13 +80,20 @@ for agg, spec in specs.items():
 print(f"{len(rows)} runs collected")
 
 
+# statistics over seeds, one row per architecture (the sweep report's summary)
+groups = summarize(rows)
+SUMMARY = {(g["model"], g["aggregation"], g["patches"], g["layers"]): g for g in groups}
+assert len(SUMMARY) == len(groups), "the sweeps vary more than model, aggregation, patches and layers"
+BOUND = {key: max(r["lambda_max_bound"] for r in rows if (r["model"], r["aggregation"], r["patches"], r["layers"])
+                  == key) for key in SUMMARY}  # the largest certified error bound of lambda_max over the seeds
+
+
 def stats(model: str, aggregation: str, patches: int, layers: int) -> tuple[float, float, float, int]:
-    """Mean and sample std of lambda_max over seeds, the largest certified bound, and the seed count."""
-    sel = [r for r in rows if (r["model"], r["aggregation"], r["patches"], r["layers"]) ==
-           (model, aggregation, patches, layers)]
-    lam = np.array([r["lambda_max"] for r in sel])
-    return (float(lam.mean()), float(lam.std(ddof=1)) if len(lam) > 1 else 0.0,
-            max(r["lambda_max_bound"] for r in sel), len(sel))
+    """Mean and sample std of lambda_max over seeds (std 0 with one seed), the largest certified bound, and
+    the seed count."""
+    g = SUMMARY[model, aggregation, patches, layers]
+    return (g["lambda_max_mean"], g["lambda_max_std"] or 0.0, BOUND[model, aggregation, patches, layers],
+            g["n_seeds"])
 
 
 PATCHES = sorted({r["patches"] for r in rows})
@@ -98,9 +106,11 @@ for agg in specs:
             cells = [stats(model, agg, P, L) for P in PATCHES]
             print(f"  {agg:4s} {model:9s} L={L}: " + "  ".join(
                 f"P={P}: {m:7.3f} +- {s:5.3f} [{b:.1e}]" for P, (m, s, b, _) in zip(PATCHES, cells)))
+
+
 def test_acc(model: str, aggregation: str, patches: int) -> float:
-    return float(np.mean([r["test_acc"] for r in rows
-                          if (r["model"], r["aggregation"], r["patches"]) == (model, aggregation, patches)]))
+    """Mean test accuracy over depths and seeds (every depth has the same number of seeds)."""
+    return float(np.mean([SUMMARY[model, aggregation, patches, L]["test_acc_mean"] for L in LAYERS]))
 
 
 for agg in specs:
