@@ -70,36 +70,69 @@ def test_cpu_crossover_is_the_torch_statevector_table() -> None:
 def test_auto_below_cpu_crossover_picks_the_torch_statevector(batch: int) -> None:
     n = _crossover(batch, 2) - 1
     assert n >= 1
-    c = select_device("auto", n_qubits=n, batch_size=batch, n_layers=2)
-    assert (c.name, c.diff_method, c.broadcast) == ("torch.statevector", "backprop", True)
+    c = select_device("auto", n_qubits=n, batch_size=batch, n_layers=2, order=1)
+    assert (c.name, c.diff_method, c.broadcast, c.torch_device) == ("torch.statevector", "backprop", True, "cpu")
     assert "crossover" in c.reason and str(n) in c.reason and f"batch {batch}" in c.reason
 
 
 @pytest.mark.usefixtures("no_gpu")
 @pytest.mark.parametrize("batch", [1, 16, 64])
-def test_auto_at_or_above_cpu_crossover_picks_lightning_qubit(batch: int) -> None:
+def test_auto_at_or_above_cpu_crossover_picks_lightning_qubit_for_first_order_jobs(batch: int) -> None:
     n = max(_crossover(batch, 2), 1)
-    c = select_device("auto", n_qubits=n, batch_size=batch, n_layers=2)
+    c = select_device("auto", n_qubits=n, batch_size=batch, n_layers=2, order=1)
     assert (c.name, c.diff_method, c.broadcast) == ("lightning.qubit", "adjoint", False)
     assert "crossover" in c.reason
 
 
 @pytest.mark.usefixtures("no_gpu")
+@pytest.mark.parametrize("batch", [1, 64, 100_000])
+def test_auto_never_picks_a_first_order_device_for_hessians_while_the_exact_route_fits(batch: int) -> None:
+    """order=2 (the default): lightning's adjoint gives first derivatives only, so above the speed crossover auto
+    still takes torch.statevector, whose memory per sample does not depend on the batch (it chunks the data it
+    is given); the batch_size knob no longer moves the choice."""
+    for n in (max(_crossover(batch, 2), 1), 8, 16, 20, 22):
+        c = select_device("auto", n_qubits=n, batch_size=batch, n_layers=150)
+        assert (c.name, c.diff_method) == ("torch.statevector", "backprop"), (n, c.reason)
+        assert "exact second derivatives" in c.reason
+
+
+@pytest.mark.usefixtures("no_gpu")
 def test_auto_memory_guard_prefers_lightning(monkeypatch: pytest.MonkeyPatch) -> None:
-    n = _crossover(64, 2) - 1
+    """When even one sample's states exceed the limit, no exact second-order route fits: lightning, and the
+    reason says the Hessian-vector products will be finite differences."""
     monkeypatch.setattr(qd, "BACKPROP_MEMORY_LIMIT_BYTES", 1)
-    c = select_device("auto", n_qubits=n, batch_size=64, n_layers=2)
-    assert c.name == "lightning.qubit" and "GiB" in c.reason
+    c = select_device("auto", n_qubits=4, batch_size=64, n_layers=2)
+    assert c.name == "lightning.qubit" and "GiB" in c.reason and "finite differences" in c.reason
+    big = select_device("auto", n_qubits=26, batch_size=1, n_layers=2)  # the real limit: 2**26 * 16 B * 40 > 4 GiB
+    assert big.name == "lightning.qubit"
 
 
 @pytest.mark.usefixtures("with_gpu")
 def test_auto_picks_lightning_gpu_only_above_gpu_crossover() -> None:
     big = max(qd.GPU_MIN_QUBITS, _crossover(64, 8))
-    c = select_device("auto", n_qubits=big, batch_size=64, n_layers=8)
+    c = select_device("auto", n_qubits=big, batch_size=64, n_layers=8, order=1)
     assert (c.name, c.diff_method, c.broadcast) == ("lightning.gpu", "adjoint", False)
     assert "GPU crossover" in c.reason
-    small = select_device("auto", n_qubits=2, batch_size=64, n_layers=2)
+    small = select_device("auto", n_qubits=2, batch_size=64, n_layers=2, order=1)
     assert small.name == "torch.statevector"
+
+
+def test_torch_statevector_runs_on_cuda_when_torch_sees_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same code path on CUDA tensors: auto places torch.statevector on the GPU torch sees (mocked here: CI
+    has no GPU); explicit CPU is honoured; CUDA demanded where there is none is a clear error before any work."""
+    monkeypatch.setattr(qd, "torch_cuda_available", lambda: True)
+    c = select_device("auto", n_qubits=8, batch_size=64, n_layers=150)
+    assert (c.name, c.torch_device) == ("torch.statevector", "cuda") and "CUDA GPU" in c.reason
+    assert select_device("auto", n_qubits=8, batch_size=64, torch_device="cpu").torch_device == "cpu"
+    assert select_device("torch.statevector", n_qubits=8, batch_size=64, torch_device="cuda:1").torch_device == "cuda:1"
+    monkeypatch.setattr(qd, "torch_cuda_available", lambda: False)
+    assert select_device("auto", n_qubits=8, batch_size=64).torch_device == "cpu"
+    with pytest.raises(DeviceUnavailableError, match="torch_device='cpu'"):
+        select_device("auto", n_qubits=8, batch_size=64, torch_device="cuda")
+    with pytest.raises(ValueError, match="torch_device must be"):
+        select_device("auto", n_qubits=8, batch_size=64, torch_device="gpu")
+    with pytest.raises(ValueError, match="order must be"):
+        select_device("auto", n_qubits=8, batch_size=64, order=3)
 
 
 @pytest.mark.parametrize("installed,gpu", [(False, False), (True, False), (False, True)])
@@ -186,7 +219,7 @@ def test_explicit_cpu_devices_and_diff_methods() -> None:
     c = select_device("lightning.qubit", n_qubits=2, batch_size=1, diff_method="parameter-shift")
     assert c.diff_method == "parameter-shift"
     assert c.as_dict() == {"name": "lightning.qubit", "diff_method": "parameter-shift", "broadcast": False,
-                           "reason": c.reason, "c_dtype": "complex128"}
+                           "reason": c.reason, "c_dtype": "complex128", "torch_device": "cpu"}
 
 
 def test_unknown_device_lists_known_devices() -> None:

@@ -116,7 +116,7 @@ def test_constants_built_inside_a_torch_func_transform_do_not_escape_it():
     m = PatchQNN("digits", n_patches=4, layers=1, device="torch.statevector").double()
     x, y = torch.randn(4, 64), torch.randint(0, 10, (4,))
     obj = Objective(m, "cross_entropy", (x, y), dtype=torch.float64, batch_size=2, second_order="forward")
-    m._runner.sim._cache.clear()  # the first complex64 constants are now built inside the transform
+    m._runner.sim._consts.clear()  # the first complex64 constants are now built inside the transform
     lan = hessian_eigs(obj, k=1, method="lanczos", tol=1e-2, progress=False)
     ref_obj = Objective(m, "cross_entropy", (x, y), dtype=torch.float64, batch_size=2, second_order="reverse")
     ref = hessian_eigs(ref_obj, k=1, method="lanczos", tol=1e-2, progress=False)

@@ -10,14 +10,15 @@ The quantum models are PennyLane QNodes wrapped in torch modules. Which simulato
   Note: every forward of an adjoint QNode also computes its Jacobian, even under ``torch.no_grad()``
   (measured 2.4-8x slower for evaluation-only paths).
 * ``lightning.gpu`` (cuStateVec) wins only for large circuits and needs the ``gpu`` extra and a CUDA GPU.
-* ``torch.statevector`` (:mod:`qlandscape.quantum.statevector`, not a PennyLane device) runs the same
-  circuit, compiled from the QNode's quantum function, as a few fused torch ops batched over patches
-  AND samples: exact (matches default.qubit to 1e-10), differentiable to any order by autograd,
-  ``torch.func``-ready, and typically 3-5x faster than default.qubit on the crossover benchmark's circuits
-  (1.1-6x; faster than lightning.qubit at every measured size up to 16-18 qubits for batches <= 16). Below the
-  crossover it is what ``auto`` picks. Its cost grows with ``B * 2**n``: at large batch x qubits its
-  batched state leaves the CPU caches and lightning (one ``2**n`` state per sample) overtakes it
-  (batch 64: from 14 qubits at 2 layers, 16 at 8 layers).
+* ``torch.statevector`` (:mod:`qlandscape.quantum.compiled`, not a PennyLane device) runs the same
+  circuit, compiled from the QNode's quantum function, as batched torch ops over patches AND samples:
+  weights-only segments folded into unitaries where that pays, an adjoint backward that un-computes states
+  and a hand-written second-order pass, so gradients and exact Hessian-vector products keep O(1) states
+  per chunk of samples whatever the depth (chunks sized from a memory budget). Exact (matches default.qubit
+  to 1e-10), differentiable to any order, ``torch.func``-ready; on CUDA tensors when torch sees a GPU.
+  The crossover tables below were measured against its predecessor (the same circuits as a plain autograd
+  tape, :mod:`qlandscape.quantum.statevector`), which the compiled simulator beats at every size measured by
+  ``benchmarks/bench_qsim.py``, so they mark the earliest size at which lightning.qubit can win first-order work.
 
 Caveats measured with PennyLane 0.45 / lightning 0.45 (torch interface):
 
@@ -28,7 +29,10 @@ Caveats measured with PennyLane 0.45 / lightning 0.45 (torch interface):
   ``torch.set_default_dtype(torch.float64)``) for float64 inputs and weights: seen with adjoint (batched or not) and
   with parameter-shift on an unbatched input; gradients stay float64. default.qubit + backprop returns float64.
 
-``select_device("auto", ...)`` picks by the crossover qubit counts measured by
+``select_device("auto", ..., order=2)`` (the default: the jobs need Hessian-vector products) never picks a
+first-order device (lightning with adjoint) while an exact second-order route fits: it takes
+torch.statevector unless even one sample's states exceed :data:`BACKPROP_MEMORY_LIMIT_BYTES`. With ``order=1``
+(training and gradients only) it picks by the crossover qubit counts measured by
 ``benchmarks/bench_device_crossover.py`` (results in ``benchmarks/results/device_crossover*.{json,md}``), never by
 name: :data:`CPU_CROSSOVER` (lightning.qubit vs torch.statevector, the choice ``auto`` makes) and, when
 ``diff_method="parameter-shift"`` rules out torch.statevector, :data:`DEFAULT_QUBIT_CROSSOVER` (lightning.qubit vs
@@ -59,6 +63,7 @@ __all__ = [
     "cpu_crossover",
     "create_device",
     "gpu_available",
+    "torch_cuda_available",
     "kokkos_installed",
     "lightning_gpu_installed",
     "select_device",
@@ -96,8 +101,8 @@ CROSSOVER_MEASURED_MAX_QUBITS: int = 18
 # 20 (= CROSSOVER_MEASURED_MAX_QUBITS + 2) marks "torch.statevector faster at every measured size up to 18"
 # (batch 1 and 4: ratio still 1.9-2.9 at 18; the benchmark's log-linear extrapolation puts the crossover past 30 or
 # nowhere, so it is not used). Batch 16: ratio 0.72 at 18 (2 layers); at 8 layers torch.statevector exceeds the
-# 6 GiB budget at 18 and at batch 64 at 16 (crossover by memory; the BACKPROP_MEMORY_LIMIT_BYTES guard below
-# switches to lightning earlier anyway). Batch 64, 2 layers: 0.73 at 14, 0.44 at 16 (measured crossover 14).
+# 6 GiB budget at 18 and at batch 64 at 16 (crossover by the memory of that tape; the compiled simulator keeps no
+# tape). Batch 64, 2 layers: 0.73 at 14, 0.44 at 16 (measured crossover 14).
 CPU_CROSSOVER: dict[tuple[int, int], float] = {
     (2, 1): 20.0,
     (2, 4): 20.0,
@@ -128,15 +133,11 @@ DEFAULT_QUBIT_CROSSOVER: dict[tuple[int, int], float] = {
 # lightning.gpu advantage over CPU simulators at roughly 20 qubits and above; auto never picks it below this, nor
 # below the CPU crossover (a GPU circuit still runs one tape per sample).
 GPU_MIN_QUBITS: int = 20
-# default.qubit backprop keeps one B * 2**n complex state per gate on the autograd tape; above this estimated
-# footprint auto prefers lightning.qubit (adjoint needs O(1) states per sample) regardless of the time model.
-# The estimate (_backprop_bytes: n + 3 n layers states of B * 2**n complex128) is default.qubit's; auto applies
-# it to torch.statevector too. Peak RSS growth of one forward+backward, measured at 14 qubits, 8 layers, batch 64
-# (one state = 16 MiB): torch.statevector 5.0 GiB (~320 states: ~2 per fused per-qubit einsum, whose operands are
-# copied into contiguous layouts, plus the readout's n flipped copies), default.qubit 7.9 GiB (~500 states), against
-# this estimate of 5.5 GiB (350 states). So the estimate tracks torch.statevector's real peak (within ~10 %
-# across the cases checked: 16 qubits, 2 layers, batch 64 measured 7.1 GiB for an estimate of 7.0 GiB) and
-# undershoots default.qubit's by ~1.4x.
+# torch.statevector holds O(1) states per sample and circuit during a Hessian-vector product (chunks of samples are
+# sized from its memory budget: qlandscape.quantum.costmodel.live_states, 33 for the paper's 5-segment circuit; 40
+# covers circuits of up to 7 segments). auto falls back to lightning (first order only) when one sample's states
+# alone exceed BACKPROP_MEMORY_LIMIT_BYTES: from 23 qubits. The memory never depends on the batch_size knob.
+COMPILED_STATES_PER_ROW: int = 40
 BACKPROP_MEMORY_LIMIT_BYTES: int = 4 * 2**30
 
 
@@ -157,6 +158,8 @@ class DeviceChoice:
         Why it was chosen (logged to the ``"qlandscape"`` logger and recorded in provenance).
     c_dtype : str
         Complex dtype of the state vector.
+    torch_device : str
+        Where ``torch.statevector`` runs (``"cpu"`` or ``"cuda[:N]"``); ``"cpu"`` for PennyLane devices.
     """
 
     name: str
@@ -164,6 +167,7 @@ class DeviceChoice:
     broadcast: bool
     reason: str
     c_dtype: str = "complex128"
+    torch_device: str = "cpu"
 
     def as_dict(self) -> dict[str, Any]:
         """Plain-dict form for provenance records."""
@@ -207,6 +211,36 @@ def _cuda_available() -> bool:
 def gpu_available() -> bool:
     """Whether ``lightning.gpu`` can run: a CUDA GPU is visible to torch AND the plugin is installed."""
     return _cuda_available() and lightning_gpu_installed()
+
+
+def torch_cuda_available() -> bool:
+    """Whether torch sees a CUDA GPU (``torch.statevector`` then runs on it)."""
+    return _cuda_available()
+
+
+def _compiled_row_bytes(n_qubits: int) -> int:
+    """States torch.statevector holds per sample and circuit during a Hessian-vector product."""
+    return COMPILED_STATES_PER_ROW * (2 ** n_qubits) * 16
+
+
+TORCH_DEVICES_HINT = "'auto', 'cpu', 'cuda' or 'cuda:N'"
+
+
+def _resolve_torch_device(torch_device: str) -> tuple[str, str]:
+    """``(device, why)`` for ``torch.statevector``; raises DeviceUnavailableError for CUDA without a GPU."""
+    if not isinstance(torch_device, str) or not (torch_device in ("auto", "cpu", "cuda")
+                                                 or (torch_device.startswith("cuda:")
+                                                     and torch_device[5:].isdigit())):
+        raise ValueError(f"torch_device must be {TORCH_DEVICES_HINT}, got {torch_device!r}")
+    if torch_device == "auto":
+        if torch_cuda_available():
+            return "cuda", "a CUDA GPU is visible to torch"
+        return "cpu", "no CUDA GPU"
+    if torch_device.startswith("cuda") and not torch_cuda_available():
+        raise DeviceUnavailableError(
+            f"torch_device={torch_device!r} requested but torch sees no CUDA GPU here (torch.cuda.is_available() is "
+            "False); use torch_device='cpu' or 'auto'")
+    return torch_device, "requested"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -255,13 +289,6 @@ def _table_crossover(table: dict[tuple[int, int], float], batch_size: int, n_lay
     return _interp(math.log2(n_layers), [math.log2(lay) for lay in layers], per_layer)
 
 
-def _backprop_bytes(n_qubits: int, batch_size: int, n_layers: int, c_dtype: str) -> int:
-    """Estimated autograd-tape footprint of default.qubit backprop: one batched state per gate."""
-    n_gates = n_qubits + 3 * n_qubits * n_layers  # encoding RX + per layer RX, RY, CZ ring
-    itemsize = 16 if c_dtype == "complex128" else 8
-    return n_gates * batch_size * (2**n_qubits) * itemsize
-
-
 def _fmt(x: float) -> str:
     return f"{x:.0f}" if float(x).is_integer() else f"{x:.1f}"
 
@@ -303,7 +330,7 @@ def _require_available(name: str) -> None:
 
 
 def select_device(requested: str = "auto", *, n_qubits: int, batch_size: int, n_layers: int = 1,
-                  diff_method: str = "auto") -> DeviceChoice:
+                  diff_method: str = "auto", order: int = 2, torch_device: str = "auto") -> DeviceChoice:
     """Choose the simulator device and differentiation method for a circuit.
 
     Parameters
@@ -314,13 +341,21 @@ def select_device(requested: str = "auto", *, n_qubits: int, batch_size: int, n_
     n_qubits : int
         Qubits per circuit (>= 1).
     batch_size : int
-        Samples per QNode call (>= 1).
+        Samples per call (>= 1); only the first-order speed crossover (``order=1``) reads it: memory is
+        not sized from it (torch.statevector sizes its chunks from the data it is given).
     n_layers : int
         Variational layers (>= 1).
     diff_method : str
         ``"auto"`` (backprop on default.qubit, adjoint on lightning), ``"backprop"`` (default.qubit only),
         ``"adjoint"`` (lightning only) or ``"parameter-shift"`` (any device; exact second derivatives when the
         QNode uses ``max_diff=2``).
+    order : int
+        Highest derivative order the jobs need: 2 (default; Hessian-vector products) keeps ``auto`` on an
+        exact second-order route (torch.statevector) whenever it fits; 1 (training, gradients) lets it take
+        lightning where the measured crossover says lightning is faster.
+    torch_device : str
+        Where torch.statevector runs: ``"auto"`` (CUDA when torch sees a GPU, else the CPU), ``"cpu"``,
+        ``"cuda"`` or ``"cuda:N"`` (raises :class:`DeviceUnavailableError` without a GPU).
 
     Returns
     -------
@@ -341,41 +376,56 @@ def select_device(requested: str = "auto", *, n_qubits: int, batch_size: int, n_
             raise ValueError(f"{label} must be an integer >= 1, got {value!r}")
     if diff_method not in DIFF_METHODS:
         raise ValueError(f"diff_method must be one of {DIFF_METHODS}, got {diff_method!r}")
+    if order not in (1, 2) or isinstance(order, bool):
+        raise ValueError(f"order must be 1 (gradients only) or 2 (Hessian-vector products), got {order!r}")
+
+    def finish(name: str, why: str) -> DeviceChoice:
+        method = _check_diff_method(name, diff_method)
+        broadcast = name in BACKPROP_DEVICES
+        where = "cpu"
+        if name == "torch.statevector":
+            where, where_why = _resolve_torch_device(torch_device)
+            why = f"{why}; on {where} ({where_why})"
+        tail = "broadcast " if broadcast else "one tape per sample, "
+        choice = DeviceChoice(name, method, broadcast, f"{why}: {name} {tail}{method}", torch_device=where)
+        log.info("quantum device: %s (%s)", choice.name, choice.reason)
+        return choice
 
     if requested != "auto":
         method = _check_diff_method(requested, diff_method)
         _require_available(requested)
-        choice = DeviceChoice(requested, method, requested in BACKPROP_DEVICES,
-                              f"requested explicitly: {requested} with {method}")
-        log.info("quantum device: %s (%s)", choice.name, choice.reason)
-        return choice
+        return finish(requested, f"requested explicitly: {requested} with {method}")
 
     # parameter-shift needs a PennyLane device: below the crossover that is default.qubit, not torch.statevector
     cpu_x = (_table_crossover(DEFAULT_QUBIT_CROSSOVER, batch_size, n_layers) if diff_method == "parameter-shift"
              else cpu_crossover(batch_size, n_layers))
     gpu_x = max(float(GPU_MIN_QUBITS), cpu_x)
     size = f"{n_qubits} qubits, batch {batch_size}, {n_layers} layers"
-    mem = _backprop_bytes(n_qubits, batch_size, n_layers, "complex128")
+    row = _compiled_row_bytes(n_qubits)
+    fits = row <= BACKPROP_MEMORY_LIMIT_BYTES
     if diff_method == "backprop":  # only the autograd simulators can honour it
-        name, why = "torch.statevector", f"{size}: diff_method='backprop' requested"
-    elif gpu_available() and n_qubits >= gpu_x:
-        name, why = "lightning.gpu", f"{size} >= GPU crossover {_fmt(gpu_x)} and a CUDA GPU is available"
-    elif n_qubits >= cpu_x:
-        name, why = "lightning.qubit", f"{size} >= measured CPU crossover {_fmt(cpu_x)} for batch {batch_size}"
-    elif mem > BACKPROP_MEMORY_LIMIT_BYTES and diff_method != "parameter-shift":
-        name, why = "lightning.qubit", (f"{size} < measured CPU crossover {_fmt(cpu_x)} but the backprop "
-                                        f"simulators would hold ~{mem / 2**30:.1f} GiB > "
-                                        f"{BACKPROP_MEMORY_LIMIT_BYTES / 2**30:.0f} GiB")
-    elif diff_method == "parameter-shift":  # a PennyLane rule: needs a PennyLane device
-        name, why = "default.qubit", f"{size} < measured CPU crossover {_fmt(cpu_x)} for batch {batch_size}"
-    else:
-        name, why = "torch.statevector", f"{size} < measured CPU crossover {_fmt(cpu_x)} for batch {batch_size}"
-    method = _check_diff_method(name, diff_method)
-    broadcast = name in BACKPROP_DEVICES
-    tail = "broadcast " if broadcast else "one tape per sample, "
-    choice = DeviceChoice(name, method, broadcast, f"{why}: {name} {tail}{method}")
-    log.info("quantum device: %s (%s)", choice.name, choice.reason)
-    return choice
+        return finish("torch.statevector", f"{size}: diff_method='backprop' requested")
+    if diff_method == "parameter-shift":  # a PennyLane rule: needs a PennyLane device
+        if n_qubits >= cpu_x:
+            return finish("lightning.qubit", f"{size} >= measured CPU crossover {_fmt(cpu_x)} for batch {batch_size}")
+        return finish("default.qubit", f"{size} < measured CPU crossover {_fmt(cpu_x)} for batch {batch_size}")
+    if diff_method == "adjoint":
+        gpu = gpu_available() and n_qubits >= gpu_x
+        return finish("lightning.gpu" if gpu else "lightning.qubit", f"{size}: diff_method='adjoint' requested")
+    if order == 2 and fits:
+        return finish("torch.statevector", f"{size}: exact second derivatives wanted (order=2) and one sample's "
+                                           f"states fit ({row / 2**20:.0f} MiB per sample and circuit)")
+    if not fits:
+        why = (f"{size}: one sample's states alone (~{row / 2**30:.1f} GiB) exceed "
+               f"{BACKPROP_MEMORY_LIMIT_BYTES / 2**30:.0f} GiB, so no exact second-order route fits; first-order "
+               "only, Hessian-vector products by finite differences of gradients")
+        return finish("lightning.gpu" if gpu_available() else "lightning.qubit", why)
+    if gpu_available() and n_qubits >= gpu_x:
+        return finish("lightning.gpu", f"{size} >= GPU crossover {_fmt(gpu_x)} and a CUDA GPU is available (order=1)")
+    if n_qubits >= cpu_x:
+        return finish("lightning.qubit", f"{size} >= measured CPU crossover {_fmt(cpu_x)} for batch {batch_size} "
+                                         "(order=1)")
+    return finish("torch.statevector", f"{size} < measured CPU crossover {_fmt(cpu_x)} for batch {batch_size}")
 
 
 def create_device(choice: DeviceChoice, wires: int) -> qml.devices.Device:

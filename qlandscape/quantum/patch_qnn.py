@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from ..adapter import Capabilities, ModuleInfo
 from ..patches import PatchGrid, PatchNetwork
 from .circuits import CircuitSpec
+from .compiled import CompiledCircuit
 from .devices import DeviceChoice, create_device, select_device
 from .qnode_info import default_dtype as _default_dtype
 from .qnode_info import qnode_capabilities
@@ -46,7 +47,9 @@ _PRESETS: dict[str, dict[str, Any]] = {
                    aggregation="mean", coefficient=10.0, positional_bias=True, input_scale=math.pi / 8,
                    diff_method="auto", init="uniform_pi", seed=0),
 }
-_EXTRA_KNOBS = dict(stride=None, batch_size=64, patch_batching="auto", c_dtype="complex128")
+_EXTRA_KNOBS = dict(stride=None, batch_size=64, patch_batching="auto", c_dtype="complex128", order=2,
+                    torch_device="auto", simulator="compiled", memory_budget=None)
+SIMULATORS = ("compiled", "tape")
 KNOBS: tuple[str, ...] = tuple(sorted((set(_PRESETS["digits"]) | set(_EXTRA_KNOBS)) - {"n_patches", "layers"}))
 
 
@@ -59,7 +62,7 @@ class _Shared:
     evaluations pay 2.4-8x for nothing otherwise). On backprop devices both are the same QNode.
     """
 
-    def __init__(self, qnode: Any, device: Any, qnode_eval: Any = None, sim: Optional[TorchStatevector] = None) -> None:
+    def __init__(self, qnode: Any, device: Any, qnode_eval: Any = None, sim: Any = None) -> None:
         self.qnode = qnode
         self.device = device
         self.qnode_eval = qnode if qnode_eval is None else qnode_eval
@@ -121,8 +124,16 @@ class PatchQNN(PatchNetwork):
         ``n_encodings``, ``ansatz``, ``observables``, ``n_classes``, ``aggregation`` ("mean" | "sum" |
         "linear"), ``coefficient`` (logit multiplier), ``positional_bias`` (bool), ``input_scale``
         (pixel multiplier before encoding), ``diff_method``, ``init`` ("uniform_pi" = U[0, pi) as the
-        paper, "uniform_2pi"), ``seed``, ``batch_size`` (expected samples per forward; only guides
-        ``device="auto"``), ``patch_batching`` ("auto" | "all" | "per_patch"), ``c_dtype``.
+        paper, "uniform_2pi"), ``seed``, ``batch_size`` (expected samples per forward; only guides the
+        first-order speed crossover of ``device="auto"``), ``patch_batching`` ("auto" | "all" | "per_patch"),
+        ``c_dtype`` (lightning devices; torch.statevector follows the weights: complex64 for float32),
+        ``order`` (2: the jobs need Hessian-vector products, so ``device="auto"`` keeps an exact second-order
+        route; 1: gradients only, lightning allowed where faster), ``torch_device`` (where torch.statevector
+        runs: "auto" = CUDA when torch sees a GPU, "cpu", "cuda", "cuda:N"; the parameters are placed there),
+        ``simulator`` ("compiled": :class:`~qlandscape.quantum.compiled.CompiledCircuit`; "tape": the plain
+        autograd simulator :class:`~qlandscape.quantum.statevector.TorchStatevector`, memory growing with
+        depth x batch) and ``memory_budget`` (bytes the compiled simulator may hold; default
+        :func:`qlandscape.quantum.costmodel.default_budget`).
 
     Attributes
     ----------
@@ -185,7 +196,8 @@ class PatchQNN(PatchNetwork):
 
         choice = select_device(device, n_qubits=self.spec.n_qubits,
                                batch_size=int(cfg["batch_size"]) * (P if batching != "per_patch" else 1),
-                               n_layers=self.spec.layers * (self.spec.n_encodings + 1), diff_method=cfg["diff_method"])
+                               n_layers=self.spec.layers * (self.spec.n_encodings + 1), diff_method=cfg["diff_method"],
+                               order=cfg["order"], torch_device=cfg["torch_device"])
         if cfg["c_dtype"] != choice.c_dtype:
             choice = dataclasses.replace(choice, c_dtype=cfg["c_dtype"])
         self.device_choice: DeviceChoice = choice
@@ -201,7 +213,12 @@ class PatchQNN(PatchNetwork):
             ref_choice = dataclasses.replace(choice, name="default.qubit")
             qdev = create_device(ref_choice, self.spec.n_qubits)
             qnode_ref = qml.QNode(self.spec.qfunc, qdev, interface="torch", diff_method="backprop")
-            sim = TorchStatevector(self.spec.qfunc, self.spec.n_qubits, self.spec.n_features, self.spec.n_weights)
+            sim: Any
+            if cfg["simulator"] == "compiled":
+                sim = CompiledCircuit(self.spec.qfunc, self.spec.n_qubits, self.spec.n_features, self.spec.n_weights,
+                                      memory_budget=cfg["memory_budget"])
+            else:
+                sim = TorchStatevector(self.spec.qfunc, self.spec.n_qubits, self.spec.n_features, self.spec.n_weights)
             self._runner = _Shared(qnode_ref, qdev, sim=sim)
         else:
             self._runner = self._pennylane_runner(choice)
@@ -227,6 +244,8 @@ class PatchQNN(PatchNetwork):
             patch_size=list(self.grid.patch_shape), stride=list(self.grid.stride), n_patches=P,
             observables=list(self.spec.observables or ()), patch_batching=batching,
             n_weights_per_patch=self.spec.n_weights, device_choice=choice.as_dict())
+        if choice.name == "torch.statevector" and choice.torch_device != "cpu":
+            self.to(choice.torch_device)
 
     def _pennylane_runner(self, choice: DeviceChoice) -> _Shared:
         """QNodes on a PennyLane device: one for differentiation, one for evaluation under no_grad."""
@@ -251,6 +270,11 @@ class PatchQNN(PatchNetwork):
                 raise ValueError(f"{key} must be one of {allowed}, got {cfg[key]!r}")
         if not isinstance(cfg["n_classes"], int) or cfg["n_classes"] < 2:
             raise ValueError(f"n_classes must be an int >= 2, got {cfg['n_classes']!r}")
+        if cfg["simulator"] not in SIMULATORS:
+            raise ValueError(f"simulator must be one of {SIMULATORS}, got {cfg['simulator']!r}")
+        budget = cfg["memory_budget"]
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0):
+            raise ValueError(f"memory_budget must be a positive number of bytes or None, got {budget!r}")
 
     # ---------------------------------------------------------------- description
     @property
@@ -270,8 +294,11 @@ class PatchQNN(PatchNetwork):
         transforms run (verified in the tests); parameter-shift (``max_diff=2``): order 2; adjoint: order 1.
         """
         qnode, choice = self._runner.qnode, self.device_choice
-        if self._runner.sim is not None:
-            caps = Capabilities(notes=("torch statevector: plain torch autograd, exact to any order, torch.func",))
+        if isinstance(self._runner.sim, CompiledCircuit):
+            caps = Capabilities(notes=("torch statevector (compiled): adjoint backward and exact second-order pass; "
+                                       "higher orders and torch.func on its plain torch ops",))
+        elif self._runner.sim is not None:
+            caps = Capabilities(notes=("torch statevector (tape): plain torch autograd, exact to any order, torch.func",))
         else:
             caps = qnode_capabilities(qnode, "QNode")
         if choice.diff_method == "backprop" and choice.name == "default.qubit":

@@ -1,5 +1,11 @@
-"""An exact, batched, differentiable statevector simulator written in torch, for circuits made of
-RX, RY, RZ, Rot, CZ and CNOT with single-qubit Pauli expectation values.
+"""The gate-by-gate torch statevector simulator (the "tape" route): the recorded circuit as plain
+differentiable torch ops, for circuits made of RX, RY, RZ, Rot, CZ and CNOT with single-qubit Pauli
+expectation values.
+
+:class:`qlandscape.quantum.compiled.CompiledCircuit` supersedes it for patch QNNs (``PatchQNN``'s
+default ``simulator="compiled"``): same circuits, same results, with folded segments and derivatives
+that do not keep a tape. This one stays as an independent route for tests and benchmarks, and for
+``simulator="tape"``.
 
 The circuit is never written twice: :func:`compile_qfunc` records the PennyLane quantum function
 (the same ``qfunc`` a QNode runs) once with marker values for its inputs and weights, and reads
@@ -15,131 +21,40 @@ batched over patches ``P`` and samples ``B``:
 Everything is plain torch autograd, so derivatives of every order are exact, ``torch.func``
 transforms (vmap, jvp, grad) run through it, and it matches PennyLane's ``default.qubit`` to
 float64 rounding (tested to 1e-10). Memory for backpropagation grows with
-``P * B * 2**n_qubits`` per applied step, so very wide or very deep circuits with large batches
-belong on lightning devices (see :mod:`qlandscape.quantum.devices`).
+``P * B * 2**n_qubits`` per applied step (a tape), which is what the compiled simulator avoids.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable
 
-import pennylane as qml
 import torch
 from torch import Tensor
 
-_ROTATIONS = {"RX": "X", "RY": "Y", "RZ": "Z"}
-SUPPORTED_GATES = ("RX", "RY", "RZ", "Rot", "CZ", "CNOT")
+from . import program
+
+SUPPORTED_GATES = program.SUPPORTED_GATES
 _PAULI = {
     "I": torch.eye(2, dtype=torch.complex128),
     "X": torch.tensor([[0, 1], [1, 0]], dtype=torch.complex128),
     "Y": torch.tensor([[0, -1j], [1j, 0]], dtype=torch.complex128),
     "Z": torch.tensor([[1, 0], [0, -1]], dtype=torch.complex128),
 }
-
-
-@dataclass(frozen=True)
-class _Rotation:
-    """``exp(-i angle/2 sigma)`` on one qubit; ``source`` is ("w", k) or ("x", f)."""
-
-    wire: int
-    pauli: str
-    source: tuple[str, int]
-
-
-@dataclass(frozen=True)
-class _Layer:
-    """Single-qubit gates on distinct qubits: per qubit, rotations applied in order."""
-
-    gates: dict[int, tuple[_Rotation, ...]]
-
-
-@dataclass(frozen=True)
-class _Diagonal:
-    """Product of CZ gates on the given wire pairs."""
-
-    pairs: tuple[tuple[int, int], ...]
-
-
-@dataclass(frozen=True)
-class _Cnot:
-    control: int
-    target: int
-
-
-def _decode(value: Any, n_features: int, n_weights: int, gate: str) -> tuple[str, int]:
-    v = float(value)
-    idx = round(abs(v)) - 1
-    if abs(abs(v) - (idx + 1)) > 1e-9 or not (0 <= idx < (n_features if v < 0 else n_weights)):
-        raise ValueError(f"gate {gate} takes a parameter computed from the inputs/weights ({v}); the torch "
-                         "statevector simulator needs every gate angle to be one input or one weight. Use "
-                         "device='default.qubit' for this circuit")
-    return ("x" if v < 0 else "w", idx)
+_Layer, _Diagonal, _Cnot = program.Layer, program.Diagonal, program.Cnot
 
 
 def compile_qfunc(qfunc: Callable[[Tensor, Tensor], Any], n_qubits: int, n_features: int,
                   n_weights: int) -> tuple[list[Any], list[tuple[str, int]]]:
-    """Record ``qfunc(inputs, weights)`` into a fused program and its readout.
+    """Record ``qfunc(inputs, weights)`` into a fused program and its readout
+    (:func:`qlandscape.quantum.program.record`).
 
     Returns
     -------
-    steps : list of _Layer / _Diagonal / _Cnot
+    steps : list of Layer / Diagonal / Cnot
     observables : list of (pauli, wire)
     """
-    x = -torch.arange(1, n_features + 1, dtype=torch.float64)
-    w = torch.arange(1, n_weights + 1, dtype=torch.float64)
-    tape = qml.tape.make_qscript(qfunc)(x, w)
-    if any(op.name not in SUPPORTED_GATES for op in tape.operations):  # templates, e.g. StronglyEntanglingLayers
-        (tape,), _ = qml.transforms.decompose(tape, gate_set=set(SUPPORTED_GATES))
-    steps: list[Any] = []
-    pending: dict[int, list[_Rotation]] = {}
-    diag: list[tuple[int, int]] = []
-
-    def flush_diag() -> None:
-        if diag:
-            steps.append(_Diagonal(tuple(diag)))
-            diag.clear()
-
-    def flush(wires: tuple[int, ...]) -> None:
-        gates = {q: tuple(pending.pop(q)) for q in wires if pending.get(q)}
-        if not gates:
-            return
-        # gates from the same program region on different qubits merge into one layer
-        if steps and isinstance(steps[-1], _Layer) and not (set(steps[-1].gates) & set(gates)):
-            steps[-1] = _Layer({**steps[-1].gates, **gates})
-        else:
-            steps.append(_Layer(gates))
-
-    for op in tape.operations:
-        name, wires = op.name, tuple(int(q) for q in op.wires)
-        if name in _ROTATIONS or name == "Rot":
-            q = wires[0]
-            if any(q in pair for pair in diag):  # the pending CZs do not commute with this gate
-                flush(tuple(range(n_qubits)))
-                flush_diag()
-            params = [_decode(p, n_features, n_weights, name) for p in op.parameters]
-            paulis = [_ROTATIONS[name]] if name in _ROTATIONS else ["Z", "Y", "Z"]  # Rot = RZ(c) RY(b) RZ(a)
-            pending.setdefault(q, []).extend(_Rotation(q, s, p) for s, p in zip(paulis, params))
-        elif name == "CZ":
-            flush(wires)  # earlier gates on these wires come first; gates elsewhere commute with CZ
-            diag.append(wires)  # type: ignore[arg-type]
-        elif name == "CNOT":
-            flush(tuple(range(n_qubits)))
-            flush_diag()
-            steps.append(_Cnot(*wires))
-        else:
-            raise ValueError(f"the torch statevector simulator supports {SUPPORTED_GATES}, the circuit uses "
-                             f"{name}; use device='default.qubit' or a lightning device")
-    flush(tuple(range(n_qubits)))
-    flush_diag()
-    observables = []
-    for m in tape.measurements:
-        obs = m.obs
-        if not isinstance(m, qml.measurements.ExpectationMP) or obs is None or obs.name not in (
-                "PauliX", "PauliY", "PauliZ") or len(obs.wires) != 1:
-            raise ValueError(f"the torch statevector simulator reads single-qubit Pauli expectation values, got {m}")
-        observables.append((obs.name[-1], int(obs.wires[0])))
-    return steps, observables
+    prog = program.record(qfunc, n_qubits, n_features, n_weights)
+    return list(prog.steps), list(prog.observables)
 
 
 class TorchStatevector:
