@@ -295,6 +295,7 @@ PATCH_AGGREGATIONS: tuple[str, ...] = ("mean", "sum", "linear")
 PATCH_DEVICES: tuple[str, ...] = ("auto", "torch.statevector", "default.qubit", "lightning.qubit", "lightning.gpu",
                                   "lightning.kokkos")
 PATCH_DIFF_METHODS: tuple[str, ...] = ("auto", "backprop", "adjoint", "parameter-shift")
+PATCH_SIMULATORS: tuple[str, ...] = ("auto", "compiled", "tape")
 _PRESET = "the preset default"
 
 
@@ -320,10 +321,21 @@ class PatchConfig:
     device: str = "auto"
     diff_method: Optional[str] = None
     seed: Optional[int] = None
+    simulator: str = "auto"
+    order: int = 2
+    torch_device: str = "auto"
+    memory_budget_mib: Optional[int] = None
 
     def __post_init__(self) -> None:
         _normalize(self)
         s = "patch"
+        _check_choice(s, "simulator", self.simulator, PATCH_SIMULATORS)
+        _check_choice(s, "order", self.order, (1, 2))
+        if not isinstance(self.torch_device, str) or not (
+                self.torch_device in ("auto", "cpu", "cuda")
+                or (self.torch_device.startswith("cuda:") and self.torch_device[5:].isdigit())):
+            _fail(s, "torch_device", self.torch_device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
+        _check_int(s, "memory_budget_mib", self.memory_budget_mib, 1, optional="the simulator's default")
         _check_choice(s, "preset", self.preset, PATCH_PRESETS)
         for key in ("n_patches", "layers", "n_qubits", "n_encodings"):
             _check_int(s, key, getattr(self, key), 1, optional=_PRESET)
@@ -338,8 +350,13 @@ class PatchConfig:
         _check_bool(s, "positional_bias", self.positional_bias, optional=_PRESET)
 
     def overrides(self) -> dict[str, Any]:
-        """The keyword arguments of ``PatchQNN(preset, **overrides)``: every key that is not None."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "preset" and v is not None}
+        """The keyword arguments of ``PatchQNN(preset, **overrides)``: every key that is not None
+        (``memory_budget_mib`` as ``memory_budget`` in bytes)."""
+        out = {k: v for k, v in dataclasses.asdict(self).items() if k != "preset" and v is not None}
+        mib = out.pop("memory_budget_mib", None)
+        if mib is not None:
+            out["memory_budget"] = int(mib) * 2 ** 20
+        return out
 
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
@@ -687,6 +704,9 @@ _DIGEST_OMITTED_DEFAULTS: dict[str, dict[str, Any]] = {
     "model": {"dropout": 0.0, "batchnorm": False},
     "objective": {"loss": "cross_entropy", "dropout": "refuse"},
     "train": {"schedule": "constant", "t_max": None, "minimum": "last", "record_steps": 0, "adversarial": False},
+    # how the patch circuits are simulated, not what they compute (same numbers to rounding); results cached by
+    # the tape simulator are reused by the compiled one
+    "patch": {"simulator": "auto", "order": 2, "torch_device": "auto", "memory_budget_mib": None},
 }
 # Sections added after results were first cached: left out of the whole-config digest while at their defaults.
 _DIGEST_OMITTED_SECTIONS: tuple[str, ...] = ("ntk", "spawn", "adversarial", "merge")

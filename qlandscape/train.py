@@ -290,10 +290,12 @@ def train(model: nn.Module, data: Union[Dataset, tuple[Tensor, Tensor]], *, loss
     start = time.perf_counter()
     model = copy_module(model)  # shares simulator devices (native state cannot be deep-copied)
     model.train()
-    dtype = next(iter(model.parameters())).dtype  # training runs in the model's own dtype
-    x = x.to(dtype) if x.is_floating_point() else x
-    if test is not None and test[0].is_floating_point():
-        test = (test[0].to(dtype), test[1])
+    first = next(iter(model.parameters()))
+    dtype, where = first.dtype, first.device  # training runs in the model's own dtype, on its device
+    x = (x.to(where, dtype) if x.is_floating_point() else x.to(where))
+    y = y.to(where)
+    if test is not None:
+        test = (test[0].to(where, dtype) if test[0].is_floating_point() else test[0].to(where), test[1].to(where))
     loss_fn = make_loss(loss)
     space = ParamSpace.from_module(model)
     if optimizer == "sgd":
@@ -319,7 +321,7 @@ def train(model: nn.Module, data: Union[Dataset, tuple[Tensor, Tensor]], *, loss
     kept: list[dict[str, np.ndarray]] = []
 
     def record(step: int, epoch_lr: float) -> None:
-        records["traj"].append(space.from_module_values(model).to(torch.float64).numpy())
+        records["traj"].append(space.from_module_values(model).detach().to("cpu", torch.float64).numpy())
         records["steps"].append(step)
         trl, trm = _full_eval(model, loss_fn, x, y)
         tel, tem = _full_eval(model, loss_fn, *test) if test is not None else (float("nan"), float("nan"))

@@ -48,7 +48,8 @@ def test_patch_choices_agree_with_the_quantum_package():
 def test_patch_section_defaults_and_overrides():
     cfg = load_config(None, ["patch.n_patches=9", "patch.coefficient=5", "patch.device='default.qubit'"])
     assert cfg.patch.preset == "digits" and cfg.patch.layers is None and cfg.patch.coefficient == 5.0
-    assert cfg.patch.overrides() == {"n_patches": 9, "coefficient": 5.0, "device": "default.qubit"}
+    assert cfg.patch.overrides() == {"n_patches": 9, "coefficient": 5.0, "device": "default.qubit",
+                                     "simulator": "auto", "order": 2, "torch_device": "auto"}
 
 
 @pytest.mark.parametrize("override, key, words", [

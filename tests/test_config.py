@@ -134,6 +134,10 @@ BAD_VALUES = [
     ("patch.device=gpu", ["got 'gpu'", "'lightning.qubit'"]),
     ("patch.diff_method=finite", ["got 'finite'", "'adjoint'"]),
     ("patch.seed=-3", ["got -3", ">= 0"]),
+    ("patch.simulator=fast", ["got 'fast'", "'auto'", "'compiled'", "'tape'"]),
+    ("patch.order=3", ["got 3", "[1, 2]"]),
+    ("patch.torch_device=gpu", ["got 'gpu'", "'cuda:N'"]),
+    ("patch.memory_budget_mib=0", ["got 0", ">= 1", "the simulator's default"]),
     # [ntk]
     ("ntk.n_inputs=1", ["got 1", "integer >= 2"]),
     ("ntk.kind=diag", ["got 'diag'", "'trace'", "'full'"]),

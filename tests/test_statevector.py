@@ -104,7 +104,8 @@ def test_bad_shapes_are_errors():
         sim(torch.zeros(2, 5, spec.n_features), torch.zeros(3, spec.n_weights))
 
 
-def test_constants_built_inside_a_torch_func_transform_do_not_escape_it():
+@pytest.mark.parametrize("simulator", ["tape", "compiled"])
+def test_constants_built_inside_a_torch_func_transform_do_not_escape_it(simulator):
     """Regression (kawase2025 --fast sweep): the simulator's cached constants for a new complex dtype were first
     built inside forward-over-reverse HVPs (float32 Lanczos products of a float64 objective) and failed on the
     next call with functorch's "level <= current_level ... escaped?" assertion. They are now built outside any
@@ -113,10 +114,11 @@ def test_constants_built_inside_a_torch_func_transform_do_not_escape_it():
     from qlandscape import Objective, hessian_eigs
     from qlandscape.quantum import PatchQNN
     torch.manual_seed(0)
-    m = PatchQNN("digits", n_patches=4, layers=1, device="torch.statevector").double()
+    m = PatchQNN("digits", n_patches=4, layers=1, device="torch.statevector", simulator=simulator).double()
     x, y = torch.randn(4, 64), torch.randint(0, 10, (4,))
     obj = Objective(m, "cross_entropy", (x, y), dtype=torch.float64, batch_size=2, second_order="forward")
-    m._runner.sim._consts.clear()  # the first complex64 constants are now built inside the transform
+    # the first complex64 constants are now built inside the transform
+    (m._runner.sim._consts if simulator == "compiled" else m._runner.sim._cache).clear()
     lan = hessian_eigs(obj, k=1, method="lanczos", tol=1e-2, progress=False)
     ref_obj = Objective(m, "cross_entropy", (x, y), dtype=torch.float64, batch_size=2, second_order="reverse")
     ref = hessian_eigs(ref_obj, k=1, method="lanczos", tol=1e-2, progress=False)

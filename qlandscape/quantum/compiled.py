@@ -50,12 +50,15 @@ from .kernels import (
     contract_rows_t,
     expectations_adjoint_cols,
     expectations_cols,
+    expectations_cols_tangent,
     fuse_rotations,
-    fuse_rotations_vjp,
+    fuse_rotations_dual,
     group_wires,
     kron_chain,
-    kron_chain_vjp,
+    kron_chain_dual,
+    partial_traces,
     pauli_tables,
+    rotation_generators,
 )
 from .program import CircuitProgram, Cnot, Diagonal, Layer, Segment, record, segments
 
@@ -331,23 +334,41 @@ class CompiledCircuit:
         return Plan(tuple(modes), rows, patches, tuple(keep), "; ".join(notes))
 
     # ------------------------------------------------------------------ group matrices
-    def _build(self, si: int, w: Tensor, x: Optional[Tensor], c: _Consts) -> list[Tensor]:
-        """Group matrices of segment ``si``: per group ``(P, nl, G, G)`` or, for a data segment,
-        ``(P, M, nl, G, G)``."""
+    def _angles(self, si: int, w: Tensor, x: Optional[Tensor]) -> Tensor:
+        """Rotation angles of segment ``si``: ``(P, nl, T, n)``, or ``(P, M, nl, T, n)`` for a data segment
+        (linear in ``w`` and ``x``: the same call maps tangents to tangents)."""
         bank = self._banks[si]
         P = w.shape[0]
-        zero_w = torch.zeros(P, 1, dtype=w.dtype, device=w.device)
-        wz = torch.cat([w, zero_w], dim=-1)
-        cols_w, cols_x = bank.cols_w.to(w.device), bank.cols_x.to(w.device)
-        angles = wz[:, cols_w]  # (P, nl, T, n)
+        wz = torch.cat([w, torch.zeros(P, 1, dtype=w.dtype, device=w.device)], dim=-1)
+        angles = wz[:, bank.cols_w.to(w.device)]  # (P, nl, T, n)
         if bank.data:
             assert x is not None
             # the two gathers are disjoint: where a rotation reads an input, its weight index is the zero pad
             # column, and the other way round (no torch.where: see kernels.fuse_rotations)
             xz = torch.cat([x, torch.zeros(*x.shape[:-1], 1, dtype=x.dtype, device=x.device)], dim=-1)
-            angles = xz[:, :, cols_x] + angles[:, None]  # (P, M, nl, T, n)
-        u = fuse_rotations(0.5 * angles, c.sigma[si])  # (..., nl, n, 2, 2)
+            angles = xz[:, :, bank.cols_x.to(w.device)] + angles[:, None]  # (P, M, nl, T, n)
+        return angles
+
+    def _build(self, si: int, w: Tensor, x: Optional[Tensor], c: _Consts) -> list[Tensor]:
+        """Group matrices of segment ``si``: per group ``(P, nl, G, G)`` or, for a data segment,
+        ``(P, M, nl, G, G)``."""
+        u = fuse_rotations(0.5 * self._angles(si, w, x), c.sigma[si])  # (..., nl, n, 2, 2)
         return [kron_chain(u[..., list(wires), :, :]) for wires in self.groups]
+
+    def _build_dual(self, si: int, w: Tensor, x: Optional[Tensor], a: Tensor, b: Optional[Tensor],
+                    c: _Consts) -> tuple[list[Tensor], list[Tensor]]:
+        """:meth:`_build` and its tangent along ``(a, b)`` (written out, no torch.func)."""
+        data = self._banks[si].data
+        xt = None if not data else (torch.zeros_like(x) if b is None else b)  # type: ignore[arg-type]
+        half = 0.5 * self._angles(si, w, x)
+        half_dot = 0.5 * self._angles(si, a, xt)
+        u, ud = fuse_rotations_dual(half, half_dot, c.sigma[si])
+        ks, kts = [], []
+        for wires in self.groups:
+            k, kd = kron_chain_dual(u[..., list(wires), :, :], ud[..., list(wires), :, :])
+            ks.append(k)
+            kts.append(kd)
+        return ks, kts
 
     def _ops(self, si: int) -> list[tuple[Any, ...]]:
         """Segment ``si`` as a list of kernel calls: ``("g", layer, group, diagonal or None)``,
@@ -631,12 +652,7 @@ class CompiledCircuit:
         data = self._banks[si].data
         if a is None:
             return self._build(si, w, x if data else None, c), None
-        if data:
-            xt = torch.zeros_like(x) if b is None else b
-            ks, kts = torch.func.jvp(lambda w_, x_: self._build(si, w_, x_, c), (w, x), (a, xt))
-        else:
-            ks, kts = torch.func.jvp(lambda w_: self._build(si, w_, None, c), (w,), (a,))
-        return ks, kts
+        return self._build_dual(si, w, x if data else None, a, b, c)
 
     def _op_matrix(self, ks: list[Tensor], kts: Optional[list[Tensor]], op: tuple[Any, ...], per_row: bool,
                    c: _Consts) -> tuple[Tensor, Optional[Tensor], Tensor, Optional[Tensor]]:
@@ -681,9 +697,9 @@ class CompiledCircuit:
         inverse gates) or the kept states after each op ``traj`` (and, at order 2, their tangents
         ``traj_t``).
 
-        Returns the conjugated input cotangent (same order) and, per group, torch's gradient of the group
-        matrices ``(o, P, [M,] nl, G, G)`` (added to ``acc`` when given): the value and, at order 2, its
-        tangent.
+        Returns the conjugated input cotangent (same order) and, per group, ``C = lam state^H`` at each of
+        its matrices ``k`` ``(o, P, [M,] nl, G, G)`` (torch's gradient of ``k`` is ``C k``; summed over the
+        blocks of an absorbed diagonal), added to ``acc`` when given: the value and, at order 2, its tangent.
         """
         bank = self._banks[si]
         per_row = bank.data
@@ -703,20 +719,15 @@ class CompiledCircuit:
                 x0 = state[0]
                 x1 = state[1] if order == 2 else None
             if op[0] == "g":
-                k, kt, plain, plain_t = self._op_matrix(ks, kts, op, per_row, c)
+                k, kt, _, _ = self._op_matrix(ks, kts, op, per_row, c)
                 wires = self.groups[op[2]]
-                ct = contract(lam_c[0], x0, wires, n)  # conj of lam state^H
-                kbar = ct.conj() @ plain
+                ct = contract(lam_c[0], x0, wires, n)  # conj(C), C = lam state^H: torch's gradient of k is C k
                 if order == 2:
                     assert x1 is not None
                     ct_dot = contract(lam_c[1], x0, wires, n) + contract(lam_c[0], x1, wires, n)
-                    kbar_dot = ct_dot.conj() @ plain
-                    if plain_t is not None:
-                        kbar_dot = kbar_dot + ct.conj() @ plain_t
-                    kbar = torch.stack([kbar, kbar_dot])
+                    grads[op[2]][op[1]] = torch.stack([ct, ct_dot]).conj()
                 else:
-                    kbar = kbar[None]
-                grads[op[2]][op[1]] = kbar
+                    grads[op[2]][op[1]] = ct.conj()[None]
                 if traj is None:
                     kh = torch.conj_physical(k).transpose(-1, -2).contiguous()
                     kth = None if kt is None else torch.conj_physical(kt).transpose(-1, -2).contiguous()
@@ -752,29 +763,46 @@ class CompiledCircuit:
             out.append(stacked if acc is None else acc[g] + stacked)
         return lam_c, out
 
-    def _builder_vjp(self, si: int, w: Tensor, x: Optional[Tensor], kbar: list[Tensor], c: _Consts,
-                     with_x: bool) -> tuple[Tensor, Optional[Tensor]]:
-        """Torch's gradients of ``w`` (and ``x``) from those of :meth:`_build`'s group matrices, written out
-        (Kronecker factors -> fused rotations -> angles -> scatter): no reverse-mode transform runs, so this
-        works under saved-tensor hooks (which ``torch.func.vjp`` refuses) and ``torch.func.jvp`` differentiates
-        it for second-order passes."""
+    def _builder_grads(self, si: int, w: Tensor, x: Optional[Tensor], cs: list[Tensor], a: Optional[Tensor],
+                       b: Optional[Tensor], c: _Consts, need_x: bool) -> tuple[Tensor, Optional[Tensor]]:
+        """Torch's gradients of ``w`` (and ``x``) from the contractions ``C`` at segment ``si``'s group matrices
+        (per group ``(o, ...)``, from :meth:`_reverse_dual`): order 1, their value; order 2 (tangents ``a``, ``b``
+        given), their tangent, the gates' own second derivatives included.
+
+        Every group matrix ``k`` is unitary, so an angle ``theta`` of qubit ``j``'s fused rotations has
+        gradient ``Re tr(C^H dk/dtheta k^H) = Re tr(N_j^H Gamma)``: ``N_j`` is the partial trace of ``C`` over
+        the group's other wires and ``Gamma = d u_j / d theta u_j^H`` (:func:`~.kernels.rotation_generators`).
+        Only 2x2 matrices per rotation: no reverse-mode transform (so saved-tensor hooks do not interfere)
+        and no forward-mode transform (``torch.func.jvp`` costs more than these small tensors)."""
+        bank = self._banks[si]
+        data = bank.data
+        with_x = data and need_x
+        order = cs[0].shape[0]
+        xt = None
+        if order == 2 and data:
+            xt = torch.zeros_like(x) if b is None else b  # type: ignore[arg-type]
+        half = 0.5 * self._angles(si, w, x if data else None)
+        half_dot = None
+        if order == 2:
+            assert a is not None
+            half_dot = 0.5 * self._angles(si, a, xt)
+        gam, gam_dot = rotation_generators(half, c.sigma[si], half_dot)  # (..., nl, T, n, 2, 2)
+        n_tr = [torch.cat([partial_traces(cs[g][o], len(wires)) for g, wires in enumerate(self.groups)], dim=-3)
+                for o in range(order)]  # (..., nl, n, 2, 2): groups cover the wires in order
+        if order == 1:
+            abar = (n_tr[0].conj()[..., None, :, :, :] * gam).real.sum(dim=(-1, -2))
+        else:
+            assert gam_dot is not None
+            abar = (n_tr[1].conj()[..., None, :, :, :] * gam
+                    + n_tr[0].conj()[..., None, :, :, :] * gam_dot).real.sum(dim=(-1, -2))
+        return self._scatter(si, w, x, abar, with_x)  # abar: (..., nl, T, n), gradients of the angles
+
+    def _scatter(self, si: int, w: Tensor, x: Optional[Tensor], abar: Tensor,
+                 with_x: bool) -> tuple[Tensor, Optional[Tensor]]:
+        """Angle gradients back onto the weights (and inputs): the transpose of :meth:`_angles`."""
         bank = self._banks[si]
         P, W = w.shape
         cols_w, cols_x = bank.cols_w.to(w.device), bank.cols_x.to(w.device)
-        wz = torch.cat([w, torch.zeros(P, 1, dtype=w.dtype, device=w.device)], dim=-1)
-        angles = wz[:, cols_w]
-        if bank.data:
-            assert x is not None
-            xz = torch.cat([x, torch.zeros(*x.shape[:-1], 1, dtype=x.dtype, device=x.device)], dim=-1)
-            angles = xz[:, :, cols_x] + angles[:, None]  # disjoint gathers (see _build)
-        half = 0.5 * angles
-        sigma = c.sigma[si]
-        u = fuse_rotations(half, sigma)  # (..., nl, n, 2, 2)
-        ubar = torch.zeros_like(u)
-        for g, wires in enumerate(self.groups):
-            ubar = ubar.index_add(-3, torch.tensor(wires, device=w.device),
-                                  kron_chain_vjp(kbar[g], u[..., list(wires), :, :]))
-        abar = 0.5 * fuse_rotations_vjp(half, sigma, ubar)  # (..., nl, T, n): gradient of the angles
         if not bank.data:
             w_bar = torch.zeros(P, W + 1, dtype=w.dtype, device=w.device).index_add(
                 1, cols_w.reshape(-1), abar.reshape(P, -1))
@@ -786,33 +814,15 @@ class CompiledCircuit:
             return w_bar, None
         assert x is not None
         M, F = x.shape[1], x.shape[2]
-        from_x = abar.reshape(P, M, -1)
-        x_bar = torch.zeros(P, M, F + 1, dtype=x.dtype, device=x.device).index_add(2, cols_x.reshape(-1), from_x)
+        x_bar = torch.zeros(P, M, F + 1, dtype=x.dtype, device=x.device).index_add(
+            2, cols_x.reshape(-1), abar.reshape(P, M, -1))
         return w_bar, x_bar[:, :, :F]
 
-    def _builder_grads(self, si: int, w: Tensor, x: Optional[Tensor], kbar: list[Tensor], a: Optional[Tensor],
-                       b: Optional[Tensor], c: _Consts, need_x: bool) -> tuple[Tensor, Optional[Tensor]]:
-        """Cotangents of ``w`` (and ``x``) from the group matrices' gradients ``kbar`` (order 1: value;
-        order 2: the tangent of the pulled-back cotangent, including the builder's own second derivative)."""
-        data = self._banks[si].data
-        with_x = data and need_x
-        if a is None:
-            return self._builder_vjp(si, w, x, [t[0] for t in kbar], c, with_x)
-        kb0, kb1 = [t[0] for t in kbar], [t[1] for t in kbar]
-        if data:
-            assert x is not None
-            xt = torch.zeros_like(x) if b is None else b
-            _, grads = torch.func.jvp(lambda u, v, kb: self._builder_vjp(si, u, v, kb, c, with_x)[:2 if with_x else 1],
-                                      (w, x, kb0), (a, xt, kb1))
-        else:
-            _, grads = torch.func.jvp(lambda u, kb: self._builder_vjp(si, u, None, kb, c, False)[:1],
-                                      (w, kb0), (a, kb1))
-        return grads[0], (grads[1] if with_x else None)
-
     def _readout_dual(self, z: Tensor, c: _Consts) -> tuple[Tensor, Optional[Tensor]]:
+        value = self._readout(z[0], c)
         if z.shape[0] == 1:
-            return self._readout(z[0], c), None
-        return torch.func.jvp(lambda s: self._readout(s, c), (z[0],), (z[1],))
+            return value, None
+        return value, expectations_cols_tangent(z[0], z[1], self.observables, self.n_qubits, c.z_signs)
 
     def _sweep_block(self, x: Tensor, w: Tensor, gout: Tensor, a: Optional[Tensor], b: Optional[Tensor], plan: Plan,
                      need_x: bool, use_cache: bool) -> tuple[Tensor, Tensor, Tensor]:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["GEMM_RATIO", "GROUP_SIZE", "PASSES", "default_budget", "fold_pays", "group_size", "live_states",
-           "patch_block", "row_block"]
+__all__ = ["COMPILED_MIN_LAYERS", "COMPILED_MIN_QUBITS", "GEMM_RATIO", "GROUP_SIZE", "PASSES", "default_budget",
+           "fold_pays", "group_size", "live_states", "patch_block", "prefer_compiled", "row_block"]
 
 # Wires per Kronecker group for n >= 6 qubits; registers of up to 5 qubits are one group. Measured per-layer time
 # (columns layout, complex128, 1 thread) at 8 qubits: groups of 3/4/5/6 within 5% of each other (1.9-2.0 us per
@@ -32,6 +32,20 @@ GEMM_RATIO: dict[int, float] = {2: 0.44, 3: 0.48, 4: 0.54, 5: 0.68, 6: 2.1, 7: 5
 # adjoint 2) = 13 per op on the D basis states; without kept trajectories 1 + 3 + (12 + 3) = 19; GEMM rows per sample
 # 1 (forward) + 3 (adjoint) + 8 (HVP) = 12. Gate by gate: adjoint (1 + 3) + HVP (12 + 4) = 20 per op on every sample.
 PASSES: dict[str, float] = {"fold_kept": 13.0, "fold": 19.0, "gemm": 12.0, "gates": 20.0}
+
+
+# simulator="auto": the compiled simulator from this many qubits or variational layers (all blocks together), the
+# tape below. Measured (4 circuits, 64 samples, complex128, 1 thread; gradient / HVP time, tape over compiled):
+# 4 qubits x 6 layers 1.61 / 0.63 (256 samples: 0.90 / 0.53); 4 x 24: 4.39 / 1.72; 6 x 6: 1.81 / 1.10; 6 x 24:
+# 3.33 / 1.85; 8 x 3: 1.60 / 1.18; 8 x 30: 3.90 / 2.58. Below both thresholds the compiled one's per-sample
+# bookkeeping outweighs what it saves, and the tape's memory is small anyway.
+COMPILED_MIN_QUBITS: int = 6
+COMPILED_MIN_LAYERS: int = 12
+
+
+def prefer_compiled(n_qubits: int, total_layers: int) -> bool:
+    """Whether ``simulator="auto"`` takes the compiled simulator for this circuit size."""
+    return n_qubits >= COMPILED_MIN_QUBITS or total_layers >= COMPILED_MIN_LAYERS
 
 
 def group_size(n_qubits: int) -> int:

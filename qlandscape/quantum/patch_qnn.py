@@ -19,6 +19,7 @@ from ..adapter import Capabilities, ModuleInfo
 from ..patches import PatchGrid, PatchNetwork
 from .circuits import CircuitSpec
 from .compiled import CompiledCircuit
+from .costmodel import prefer_compiled
 from .devices import DeviceChoice, create_device, select_device
 from .qnode_info import default_dtype as _default_dtype
 from .qnode_info import qnode_capabilities
@@ -48,8 +49,8 @@ _PRESETS: dict[str, dict[str, Any]] = {
                    diff_method="auto", init="uniform_pi", seed=0),
 }
 _EXTRA_KNOBS = dict(stride=None, batch_size=64, patch_batching="auto", c_dtype="complex128", order=2,
-                    torch_device="auto", simulator="compiled", memory_budget=None)
-SIMULATORS = ("compiled", "tape")
+                    torch_device="auto", simulator="auto", memory_budget=None)
+SIMULATORS = ("auto", "compiled", "tape")
 KNOBS: tuple[str, ...] = tuple(sorted((set(_PRESETS["digits"]) | set(_EXTRA_KNOBS)) - {"n_patches", "layers"}))
 
 
@@ -130,10 +131,11 @@ class PatchQNN(PatchNetwork):
         ``order`` (2: the jobs need Hessian-vector products, so ``device="auto"`` keeps an exact second-order
         route; 1: gradients only, lightning allowed where faster), ``torch_device`` (where torch.statevector
         runs: "auto" = CUDA when torch sees a GPU, "cpu", "cuda", "cuda:N"; the parameters are placed there),
-        ``simulator`` ("compiled": :class:`~qlandscape.quantum.compiled.CompiledCircuit`; "tape": the plain
-        autograd simulator :class:`~qlandscape.quantum.statevector.TorchStatevector`, memory growing with
-        depth x batch) and ``memory_budget`` (bytes the compiled simulator may hold; default
-        :func:`qlandscape.quantum.costmodel.default_budget`).
+        ``simulator`` (how torch.statevector runs: "compiled" = :class:`~qlandscape.quantum.compiled.CompiledCircuit`;
+        "tape" = the plain autograd simulator :class:`~qlandscape.quantum.statevector.TorchStatevector`, memory
+        growing with depth x batch; "auto" = compiled from 6 qubits or 12 variational layers, the tape below,
+        as measured: :func:`qlandscape.quantum.costmodel.prefer_compiled`) and ``memory_budget`` (bytes the
+        compiled simulator may hold; default :func:`qlandscape.quantum.costmodel.default_budget`).
 
     Attributes
     ----------
@@ -214,7 +216,11 @@ class PatchQNN(PatchNetwork):
             qdev = create_device(ref_choice, self.spec.n_qubits)
             qnode_ref = qml.QNode(self.spec.qfunc, qdev, interface="torch", diff_method="backprop")
             sim: Any
-            if cfg["simulator"] == "compiled":
+            simulator = cfg["simulator"]
+            if simulator == "auto":
+                simulator = "compiled" if prefer_compiled(self.spec.n_qubits, self.spec.layers * (
+                    self.spec.n_encodings + 1)) else "tape"
+            if simulator == "compiled":
                 sim = CompiledCircuit(self.spec.qfunc, self.spec.n_qubits, self.spec.n_features, self.spec.n_weights,
                                       memory_budget=cfg["memory_budget"])
             else:
@@ -243,6 +249,8 @@ class PatchQNN(PatchNetwork):
             cfg, preset=preset, device=device, image_shape=list(self.grid.image_shape),
             patch_size=list(self.grid.patch_shape), stride=list(self.grid.stride), n_patches=P,
             observables=list(self.spec.observables or ()), patch_batching=batching,
+            simulator=("compiled" if isinstance(self._runner.sim, CompiledCircuit) else
+                       "tape" if self._runner.sim is not None else None),
             n_weights_per_patch=self.spec.n_weights, device_choice=choice.as_dict())
         if choice.name == "torch.statevector" and choice.torch_device != "cpu":
             self.to(choice.torch_device)
