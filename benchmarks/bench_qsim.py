@@ -11,7 +11,8 @@ rotation; readout <X_0..4>, <Z_0..4>; logits 100 x the mean over patches; positi
 8x8 pixels on 14x14 images in [0, pi/4], L = 1 / 10 / 50 / 200, B = 30 / 300 / 1000 samples, float64, mean
 cross-entropy. Every route is timed through the public API on the same model and data:
 ``Objective(model, "cross_entropy", (x, y))`` -> ``loss()`` (forward), ``gradient()`` (forward+backward),
-``hvp(v)`` first (the first-order graph is built) and steady (median of the next two).
+``hvp(v)`` first (the first-order graph is built) and steady (median of the next two); forward and gradient are
+the second of two calls (the first, with its allocations, is in the JSON).
 
 Routes (each (row, route) in a fresh process, so peak RSS is its own; one thread):
 * ``compiled``: qlandscape's torch.statevector, compiled (``PatchQNN(simulator="compiled")``, the default here);
@@ -21,7 +22,9 @@ Routes (each (row, route) in a fresh process, so peak RSS is its own; one thread
 * ``default.qubit``: PennyLane, one broadcast call over patches x samples, backprop;
 * ``lightning.qubit``: PennyLane's C++ simulator, adjoint gradients (one tape per sample); its HVPs are the
   engine's central differences of adjoint gradients (it has no second derivatives).
-A route is skipped where its estimated memory exceeds 20 GiB, and stopped after ``--timeout`` seconds.
+A route is skipped where its estimated memory exceeds 20 GiB or where its time, predicted from its smallest
+finished row (linear in samples x patches x gates), exceeds 1.5 x ``--timeout``; a run is stopped after
+``--timeout`` seconds. Rows run from the smallest work up.
 
 The bound: the gate-by-gate arithmetic of one forward pass, ``P * B * n_ops * 2 * 2**n`` complex multiply-adds (8
 flops each; ``n_ops`` = single-qubit fused-gate applications per circuit: 8 per layer and encoding), at the
@@ -87,17 +90,19 @@ def _model(route: str, P: int, L: int, build: str = "kron") -> Any:
     return ReferencePatchModel()
 
 
-def _estimate_gib(route: str, P: int, L: int, B: int) -> float:
-    """Rough peak memory of a first HVP, from the tape sizes (states of 2**8 complex128 = 4 KiB)."""
-    state = 4096.0
+def _estimate_gib(route: str, P: int, L: int, B: int, build: str = "kron") -> float:
+    """Rough peak memory of a first HVP (GiB), fitted to measured peaks at P=4, L=10, B=30 (tape 0.9 GiB,
+    default.qubit 3.5, reference 1.1 over the baseline) and P=4, L=50, B=300 (reference, kron: 6 GiB; gates: 20)."""
+    state = 4096.0  # 2**8 complex128
     gates = 24 * L + 16
     if route == "compiled":
         return 1.0
     if route == "lightning.qubit":
         return 0.5 + P * B * 3e-5
     if route == "reference":  # the folded unitaries' tapes (2 blocks of L layers on 256 columns) + data part
-        return 0.5 + (2 * L * 3 * 2 * P * 256 * state + 60 * P * B * state) / 2 ** 30
-    factor = 3.0 if route == "tape" else 4.5  # saved states per gate, first-order graph + double backward
+        per_layer = (25 if build == "kron" else 100) * 2 ** 20
+        return 0.5 + (P * L * per_layer + 8 * 60 * P * B * state) / 2 ** 30
+    factor = 8.0 if route == "tape" else 30.0  # states kept per gate, first-order graph + double backward
     return 0.5 + factor * gates * P * B * state / 2 ** 30
 
 
@@ -120,12 +125,14 @@ def measure(route: str, P: int, L: int, B: int, build: str = "kron") -> dict[str
     obj = ql.Objective(model, "cross_entropy", (x, y))
     out["second_order"] = obj.provider.name
     out["device"] = getattr(model, "device_choice", None) and model.device_choice.name
-    t = time.perf_counter()
-    out["loss"] = obj.loss()
-    out["forward_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    grad = obj.gradient()
-    out["grad_s"] = time.perf_counter() - t
+    for key in ("forward_first_s", "forward_s"):  # first call (allocations, folded unitaries built), then steady
+        t = time.perf_counter()
+        out["loss"] = obj.loss()
+        out[key] = time.perf_counter() - t
+    for key in ("grad_first_s", "grad_s"):
+        t = time.perf_counter()
+        grad = obj.gradient()
+        out[key] = time.perf_counter() - t
     v = torch.randn(obj.n_params, generator=g, dtype=torch.float64)
     t = time.perf_counter()
     hv = obj.hvp(v)
@@ -169,6 +176,15 @@ def forward_flops(P: int, L: int, B: int) -> float:
     return P * B * n_ops * 2 * 256 * 8.0
 
 
+def work(route: str, P: int, L: int, B: int) -> float:
+    """Relative work of a row for a route, to predict its time from a smaller measured row: samples x patches x
+    gates, and for the folded reference the unitaries' builds (256 columns) as well."""
+    gates = 24 * L + 16
+    if route == "reference":
+        return P * gates * (B + 256 * 4)
+    return P * B * gates
+
+
 def run_child(route: str, P: int, L: int, B: int, timeout: float, build: str = "kron") -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", route, str(P), str(L), str(B), build]
     t = time.perf_counter()
@@ -188,7 +204,11 @@ def run_child(route: str, P: int, L: int, B: int, timeout: float, build: str = "
 
 def best_reference(P: int, L: int, B: int, timeout: float) -> dict[str, Any]:
     """The reference at its best build: both builds, the faster steady HVP."""
-    runs = [run_child("reference", P, L, B, timeout, build) for build in ("kron", "gates")]
+    runs = []
+    for build in ("kron", "gates"):
+        est = _estimate_gib("reference", P, L, B, build)
+        runs.append(dict(route="reference", P=P, L=L, B=B, build=build, status=f"skipped: needs ~{est:.0f} GiB")
+                    if est > MEMORY_CAP_GIB else run_child("reference", P, L, B, timeout, build))
     ok = [r for r in runs if r.get("status") == "ok"]
     if not ok:
         return runs[0] | dict(other_builds=runs[1:])
@@ -277,15 +297,24 @@ def main(argv: list[str] | None = None) -> None:
     meta = dict(when=time.strftime("%Y-%m-%d"), command="python benchmarks/bench_qsim.py " + " ".join(argv or sys.argv[1:]),
                 machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", gemm_gflops=rate,
                 memory_cap_gib=MEMORY_CAP_GIB, timeout_s=args.timeout)
-    for P, L, B in grid:
+    seen: dict[str, tuple[float, float]] = {}  # route -> (work, seconds) of its smallest finished row
+    for P, L, B in sorted(grid, key=lambda k: k[0] * k[2] * (24 * k[1] + 16)):
         for route in routes:
             est = _estimate_gib(route, P, L, B)
+            predicted = (seen[route][1] * work(route, P, L, B) / seen[route][0]) if route in seen else 0.0
             if est > MEMORY_CAP_GIB:
                 res = dict(route=route, P=P, L=L, B=B, status=f"skipped: needs ~{est:.0f} GiB")
+            elif route != "compiled" and predicted > 1.5 * args.timeout:
+                res = dict(route=route, P=P, L=L, B=B, predicted_s=predicted,
+                           status=f"skipped: ~{predicted:.0f} s predicted (> {args.timeout:.0f} s)")
             elif route == "reference":
                 res = best_reference(P, L, B, args.timeout)
             else:
                 res = run_child(route, P, L, B, args.timeout)
+            if res.get("status") == "ok" and route not in seen:
+                total = sum(res[k] for k in ("forward_first_s", "forward_s", "grad_first_s", "grad_s", "hvp_first_s")
+                            ) + 2 * res["hvp_steady_s"]
+                seen[route] = (work(route, P, L, B), total)
             results.append(res)
             print(f"P={P} L={L} B={B} {route}: {res.get('status')} forward {res.get('forward_s')} grad "
                   f"{res.get('grad_s')} hvp {res.get('hvp_first_s')}/{res.get('hvp_steady_s')} rss "

@@ -88,7 +88,7 @@ from .ntk import (
 from .objective import Counters, NonFiniteLossError, Objective
 from .params import ParamSelector, ParamSpace, select_parameter_names
 from .patches import PatchGrid
-from .quantum import CircuitSpec, PatchQNN
+from .quantum import CircuitSpec, CompiledCircuit, PatchQNN
 from .results import Result
 from .second_order import (
     FiniteDifferenceOfGradients,
@@ -134,7 +134,7 @@ __all__ = [
     "PCAResult", "trajectory_spans", "scan_1d", "scan_2d", "symmetric_grid", "LandscapeScan", "interpolate",
     "InterpolationResult",
     # models, data, training
-    "PatchQNN", "CircuitSpec", "PatchGrid", "PatchMLP", "MLP", "SmallCNN", "Dataset", "load_digits", "load_mnist",
+    "PatchQNN", "CircuitSpec", "CompiledCircuit", "PatchGrid", "PatchMLP", "MLP", "SmallCNN", "Dataset", "load_digits", "load_mnist",
     "read_idx", "train", "TrainResult",
     # training dynamics through the empirical NTK (Fort et al. 2020)
     "empirical_ntk", "kernel_distance", "kernel_distance_matrix", "distances_to", "KernelDistanceTracker",

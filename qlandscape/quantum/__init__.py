@@ -2,6 +2,10 @@
 
 from . import qnode_info  # noqa: F401  (registers the PennyLane inspectors)
 from .circuits import CircuitSpec, readout_observables
+from .compiled import CompiledCircuit
+from .devices import DeviceUnavailableError, select_device
 from .patch_qnn import PatchCircuit, PatchQNN
+from .reference import FoldedReference
 
-__all__ = ["CircuitSpec", "PatchCircuit", "PatchQNN", "readout_observables"]
+__all__ = ["CircuitSpec", "CompiledCircuit", "DeviceUnavailableError", "FoldedReference", "PatchCircuit", "PatchQNN",
+           "readout_observables", "select_device"]

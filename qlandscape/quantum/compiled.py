@@ -196,7 +196,8 @@ class CompiledCircuit:
     Calling it: ``inputs`` shape ``(P, B, n_features)``, ``weights`` shape ``(P, n_weights)`` ->
     expectation values ``(P, B, n_outputs)`` in the weights' real dtype (complex128 states for
     float64 weights, complex64 for float32), on the weights' device. Derivatives: exact first and
-    second order by torch autograd (a third order raises); any order under ``torch.func``.
+    second order by the hand-written passes; higher orders (a graph of the second derivatives) and
+    ``torch.func`` transforms through the same kernels as plain torch ops.
     """
 
     def __init__(self, qfunc: Union[Callable[..., Any], CircuitProgram], n_qubits: int, n_features: int,
@@ -314,8 +315,7 @@ class CompiledCircuit:
             if seg.initial:
                 mode = "prep"
             else:
-                need = costmodel.trajectory_bytes(ops, patches, self.n_qubits, dtype)
-                fits = used + need <= 3 * budget // 4
+                fits = used + costmodel.trajectory_bytes(ops, patches, self.n_qubits, dtype) <= 3 * budget // 4
                 if self.fold == "auto":
                     fold, why = costmodel.fold_pays(self.n_qubits, ops, n_rows, dtype, device, patches, budget, fits)
                     notes.append(why)
@@ -323,8 +323,7 @@ class CompiledCircuit:
                     fold = bool(self.fold)
                 mode = "fold" if fold else "gates"
             modes.append(mode)
-            cols = D if mode == "fold" else 1
-            need = 2 * ops * patches * D * cols * itemsize
+            need = 2 * ops * patches * D * (D if mode == "fold" else 1) * itemsize  # states and their tangents
             ok = mode in ("prep", "fold") and used + need <= 3 * budget // 4
             keep.append(ok)
             used += need if ok else 0
@@ -407,14 +406,15 @@ class CompiledCircuit:
         self._ops_cache[si] = ops
         return ops
 
-    def _matrix(self, ks: list[Tensor], op: tuple[Any, ...], per_row: bool, c: _Consts) -> tuple[Tensor, Tensor]:
-        """The matrix an op applies, and the plain group matrix its gradient is taken against."""
+    def _matrix(self, ks: list[Tensor], op: tuple[Any, ...], per_row: bool, c: _Consts) -> Tensor:
+        """The matrix a ``("g", layer, group, diagonal)`` op applies: the group matrix, times the absorbed
+        diagonal's signs (one matrix per value of the more significant wires) when there is one."""
         _, li, g, d = op
         k = ks[g][:, :, li] if per_row else ks[g][:, li]
         if d is None:
-            return k, k
+            return k
         A, G = 2 ** self.groups[g][0], 2 ** len(self.groups[g])
-        return k[:, None] * c.signs[d].reshape(A, G)[None, :, None, :], k
+        return k[:, None] * c.signs[d].reshape(A, G)[None, :, None, :]
 
     # ------------------------------------------------------------------ running segments
     def _run(self, si: int, state: Tensor, ks: list[Tensor], c: _Consts) -> Tensor:
@@ -486,7 +486,7 @@ class CompiledCircuit:
     def _op(self, si: int, op: tuple[Any, ...], state: Tensor, ks: list[Tensor], c: _Consts) -> Tensor:
         per_row = self._banks[si].data
         if op[0] == "g":
-            k, _ = self._matrix(ks, op, per_row, c)
+            k = self._matrix(ks, op, per_row, c)
             fn = apply_rows if per_row else apply_cols
             return fn(state, k, self.groups[op[2]], self.n_qubits)
         if op[0] == "d":
@@ -504,7 +504,7 @@ class CompiledCircuit:
         t: Optional[Tensor] = None
         for j, op in enumerate(self._ops(si)):
             if op[0] == "g":
-                k, kt, _, _ = self._op_matrix(ks, kts, op, False, c)
+                k, kt = self._op_matrix(ks, kts, op, False, c)
                 wires = self.groups[op[2]]
                 prev = start if j == 0 else traj[j - 1]
                 new = apply_cols(prev, kt, wires, n)
@@ -655,12 +655,9 @@ class CompiledCircuit:
         return self._build_dual(si, w, x if data else None, a, b, c)
 
     def _op_matrix(self, ks: list[Tensor], kts: Optional[list[Tensor]], op: tuple[Any, ...], per_row: bool,
-                   c: _Consts) -> tuple[Tensor, Optional[Tensor], Tensor, Optional[Tensor]]:
-        k, plain = self._matrix(ks, op, per_row, c)
-        if kts is None:
-            return k, None, plain, None
-        kt, plain_t = self._matrix(kts, op, per_row, c)
-        return k, kt, plain, plain_t
+                   c: _Consts) -> tuple[Tensor, Optional[Tensor]]:
+        """:meth:`_matrix` and, given the group matrices' tangents, its tangent (linear)."""
+        return self._matrix(ks, op, per_row, c), (None if kts is None else self._matrix(kts, op, per_row, c))
 
     @staticmethod
     def _dual_apply(z: Tensor, k: Tensor, kt: Optional[Tensor], fn: Callable[..., Tensor], wires: tuple[int, ...],
@@ -678,7 +675,7 @@ class CompiledCircuit:
         n = self.n_qubits
         for op in self._ops(si):
             if op[0] == "g":
-                k, kt, _, _ = self._op_matrix(ks, kts, op, per_row, c)
+                k, kt = self._op_matrix(ks, kts, op, per_row, c)
                 z = self._dual_apply(z, k, kt, fn, self.groups[op[2]], n)
             elif op[0] == "d":
                 sign = c.signs[op[1]]
@@ -719,7 +716,7 @@ class CompiledCircuit:
                 x0 = state[0]
                 x1 = state[1] if order == 2 else None
             if op[0] == "g":
-                k, kt, _, _ = self._op_matrix(ks, kts, op, per_row, c)
+                k, kt = self._op_matrix(ks, kts, op, per_row, c)
                 wires = self.groups[op[2]]
                 ct = contract(lam_c[0], x0, wires, n)  # conj(C), C = lam state^H: torch's gradient of k is C k
                 if order == 2:

@@ -413,8 +413,9 @@ def select_device(requested: str = "auto", *, n_qubits: int, batch_size: int, n_
         gpu = gpu_available() and n_qubits >= gpu_x
         return finish("lightning.gpu" if gpu else "lightning.qubit", f"{size}: diff_method='adjoint' requested")
     if order == 2 and fits:
+        per = f"{row / 2**20:.0f} MiB" if row >= 2 ** 20 else f"{row / 2**10:.0f} KiB"
         return finish("torch.statevector", f"{size}: exact second derivatives wanted (order=2) and one sample's "
-                                           f"states fit ({row / 2**20:.0f} MiB per sample and circuit)")
+                                           f"states fit ({per} per sample and circuit)")
     if not fits:
         why = (f"{size}: one sample's states alone (~{row / 2**30:.1f} GiB) exceed "
                f"{BACKPROP_MEMORY_LIMIT_BYTES / 2**30:.0f} GiB, so no exact second-order route fits; first-order "

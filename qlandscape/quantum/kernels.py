@@ -27,11 +27,9 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-__all__ = ["apply_cols", "apply_rows", "contract_cols", "contract_cols_t", "contract_rows", "contract_rows_t",
-           "expectations_adjoint_cols", "expectations_cols", "expectations_cols_tangent", "fuse_rotations",
-           "fuse_rotations_dual", "fuse_rotations_vjp", "fuse_rotations_vjp_dual", "kron_chain_dual",
-           "kron_chain_vjp", "kron_chain_vjp_dual", "partial_traces", "rotation_generators",
-           "group_wires", "kron_chain", "pauli_tables"]
+__all__ = ["apply_cols", "apply_rows", "contract_cols_t", "contract_rows_t", "expectations_adjoint_cols",
+           "expectations_cols", "expectations_cols_tangent", "fuse_rotations", "fuse_rotations_dual", "group_wires",
+           "kron_chain", "kron_chain_dual", "partial_traces", "pauli_tables", "rotation_generators"]
 
 
 def group_wires(n_qubits: int, size: int) -> tuple[tuple[int, ...], ...]:
@@ -128,18 +126,6 @@ def apply_cols(state: Tensor, k: Tensor, wires: tuple[int, ...], n_qubits: int) 
     return (kk @ v).reshape(*lead, D, M)
 
 
-def contract_cols(lam: Tensor, state: Tensor, wires: tuple[int, ...], n_qubits: int) -> Tensor:
-    """``C[i, j] = sum over columns and the other wires of lam[.., i, ..] * conj(state[.., j, ..])``.
-
-    With ``lam`` the cotangent and ``state`` the value right after a group matrix ``k`` was applied,
-    ``C @ k`` is torch's gradient of the loss with respect to ``k`` (conjugate Wirtinger convention).
-    Shapes: (..., D, M) twice -> (..., G, G).
-    """
-    *lead, D, M = state.shape
-    A, G, R = _split(n_qubits, wires)
-    c = lam.reshape(*lead, A, G, R * M) @ state.reshape(*lead, A, G, R * M).mH
-    return c[..., 0, :, :] if A == 1 else c.sum(dim=-3)
-
 
 def apply_rows(state: Tensor, k: Tensor, wires: tuple[int, ...], n_qubits: int) -> Tensor:
     """Apply one group matrix per row: ``state`` (..., M, D), ``k`` (..., M, G, G) -> (..., M, D)."""
@@ -151,15 +137,6 @@ def apply_rows(state: Tensor, k: Tensor, wires: tuple[int, ...], n_qubits: int) 
         out = k[..., None, :, :] @ state.reshape(*lead, M, A, G, R)
     return out.reshape(*lead, M, D)
 
-
-def contract_rows(lam: Tensor, state: Tensor, wires: tuple[int, ...], n_qubits: int) -> Tensor:
-    """Per-row :func:`contract_cols`: (..., M, D) twice -> (..., M, G, G)."""
-    *lead, M, D = state.shape
-    A, G, R = _split(n_qubits, wires)
-    if R == 1:  # C = lam^T conj(state) = conj(lam^H state): one product, no materialized conjugate
-        return (lam.reshape(*lead, M, A, G).mH @ state.reshape(*lead, M, A, G)).conj()
-    c = lam.reshape(*lead, M, A, G, R) @ state.reshape(*lead, M, A, G, R).mH
-    return c[..., 0, :, :] if A == 1 else c.sum(dim=-3)
 
 
 def expectations_cols(state: Tensor, observables: tuple[tuple[str, int], ...], n_qubits: int,
@@ -201,8 +178,10 @@ def expectations_cols(state: Tensor, observables: tuple[tuple[str, int], ...], n
 def contract_cols_t(lam_c: Tensor, state: Tensor, wires: tuple[int, ...], n_qubits: int) -> Tensor:
     """``sum over columns and the other wires of lam_c[.., i, ..] * state[.., j, ..]`` (no conjugation).
 
-    With ``lam_c`` the *conjugated* cotangent, this is the conjugate of :func:`contract_cols`; the
-    product runs on plain transposes (no conjugate view is materialized). (..., D, M) twice -> (..., G, G).
+    With ``lam_c`` the *conjugated* cotangent and ``state`` the value right after a group matrix ``k`` was
+    applied, the conjugate of this, ``C = lam state^H``, gives torch's gradient of the loss with respect to
+    ``k`` as ``C k`` (conjugate Wirtinger convention). The product runs on plain transposes: a conjugate view
+    of a large operand would be materialized. (..., D, M) twice -> (..., G, G).
     """
     *lead, D, M = state.shape
     A, G, R = _split(n_qubits, wires)
@@ -261,55 +240,6 @@ def expectations_adjoint_cols(state: Tensor, gout: Tensor, observables: tuple[tu
 _LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
-def kron_chain_vjp(kbar: Tensor, u: Tensor) -> Tensor:
-    """Torch's gradient of the factors of :func:`kron_chain` (conjugate Wirtinger convention).
-
-    ``kbar``: shape ``(..., 2**g, 2**g)``, ``u``: ``(..., g, 2, 2)`` -> ``(..., g, 2, 2)``: for factor ``j``,
-    the sum of ``kbar`` times the conjugates of the other factors over their indices.
-    """
-    g = u.shape[-3]
-    if g == 1:
-        return kbar[..., None, :, :]
-    if g > len(_LETTERS) // 2:
-        raise ValueError(f"groups of at most {len(_LETTERS) // 2} wires")
-    rows, cols = _LETTERS[:g], _LETTERS[g:2 * g].lower()
-    kb = kbar.reshape(*kbar.shape[:-2], *([2] * (2 * g)))
-    uc = u.conj()
-    out = []
-    for j in range(g):
-        terms = [f"...{rows}{cols}"] + [f"...{rows[r]}{cols[r]}" for r in range(g) if r != j]
-        spec = ",".join(terms) + f"->...{rows[j]}{cols[j]}"
-        out.append(torch.einsum(spec, kb, *[uc[..., r, :, :] for r in range(g) if r != j]))
-    return torch.stack(out, dim=-3)
-
-
-def fuse_rotations_vjp(half: Tensor, sigma: Tensor, ubar: Tensor) -> Tensor:
-    """Gradient of the half-angles of :func:`fuse_rotations` for the output gradient ``ubar``.
-
-    ``half`` (..., T, n) real, ``sigma`` (T, n, 2, 2), ``ubar`` (..., n, 2, 2) -> (..., T, n) real.
-    """
-    cdtype = sigma.dtype
-    c = torch.cos(half).to(cdtype)[..., None, None]
-    s = torch.sin(half).to(cdtype)[..., None, None]
-    eye = torch.eye(2, dtype=cdtype, device=half.device)
-    mis = _minus_i(sigma)
-    g = torch.unbind(c * eye + s * mis, dim=-4)
-    dg = torch.unbind(c * mis - s * eye, dim=-4)  # d g / d half
-    T = len(g)
-    prefix = [g[0]]  # prefix[t] = g_t ... g_0
-    for t in range(1, T):
-        prefix.append(g[t] @ prefix[-1])
-    out = []
-    right = None  # g_{T-1} ... g_{t+1}
-    for t in range(T - 1, -1, -1):
-        gb = ubar if right is None else right.mH @ ubar
-        if t > 0:
-            gb = gb @ prefix[t - 1].mH
-        out.append((gb.conj() * dg[t]).real.sum(dim=(-1, -2)))
-        right = g[t] if right is None else right @ g[t]
-    return torch.stack(out[::-1], dim=-2)
-
-
 # -- forward-mode (tangent) versions of the small pieces, written out: torch.func.jvp costs ~0.2 ms per op here,
 #    more than these small tensors cost to compute -----------------------------------------------------------------
 
@@ -344,87 +274,8 @@ def kron_chain_dual(u: Tensor, u_dot: Tensor) -> tuple[Tensor, Tensor]:
     return k, kd
 
 
-def _kron_many(parts: list[Tensor], like: Tensor) -> Tensor:
-    if not parts:
-        return torch.ones(like.shape[:-2] + (1, 1), dtype=like.dtype, device=like.device)
-    k = parts[0]
-    for b in parts[1:]:
-        k = _kron2(k, b)
-    return k
 
 
-def _environment(kbar: Tensor, left: Tensor, right: Tensor) -> Tensor:
-    """``sum kbar[(L a R), (L' b R')] conj(left[L, L']) conj(right[R, R'])`` -> (..., 2, 2)."""
-    gl, gr = left.shape[-1], right.shape[-1]
-    kb = kbar.reshape(*kbar.shape[:-2], gl, 2, gr, gl, 2, gr)
-    lc = left.conj()[..., :, None, None, :, None, None]
-    rc = right.conj()[..., None, None, :, None, None, :]
-    return (kb * lc * rc).sum(dim=(-6, -4, -3, -1))
-
-
-def kron_chain_vjp_dual(kbar: Tensor, kbar_dot: Optional[Tensor], u: Tensor,
-                        u_dot: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor]]:
-    """:func:`kron_chain_vjp` (the factors' gradients) and, given tangents of ``kbar`` and ``u``, its tangent."""
-    parts = list(torch.unbind(u, dim=-3))
-    dparts = None if u_dot is None else list(torch.unbind(u_dot, dim=-3))
-    g = len(parts)
-    out, dout = [], []
-    for j in range(g):
-        left, right = _kron_many(parts[:j], parts[0]), _kron_many(parts[j + 1:], parts[0])
-        out.append(_environment(kbar, left, right))
-        if kbar_dot is None or dparts is None:
-            continue
-        d = _environment(kbar_dot, left, right)
-        for r in range(g):  # product rule over the other factors
-            if r == j:
-                continue
-            swapped = [dparts[i] if i == r else parts[i] for i in range(g)]
-            d = d + _environment(kbar, _kron_many(swapped[:j], parts[0]), _kron_many(swapped[j + 1:], parts[0]))
-        dout.append(d)
-    value = torch.stack(out, dim=-3)
-    return value, (torch.stack(dout, dim=-3) if dout else None)
-
-
-def fuse_rotations_vjp_dual(half: Tensor, half_dot: Optional[Tensor], sigma: Tensor, ubar: Tensor,
-                            ubar_dot: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor]]:
-    """:func:`fuse_rotations_vjp` and, given tangents of ``half`` and ``ubar``, its tangent."""
-    if half_dot is None or ubar_dot is None:
-        return fuse_rotations_vjp(half, sigma, ubar), None
-    cdtype = sigma.dtype
-    c = torch.cos(half).to(cdtype)[..., None, None]
-    s = torch.sin(half).to(cdtype)[..., None, None]
-    hd = half_dot.to(cdtype)[..., None, None]
-    eye = torch.eye(2, dtype=cdtype, device=half.device)
-    mis = _minus_i(sigma)
-    g = torch.unbind(c * eye + s * mis, dim=-4)
-    dg = torch.unbind(c * mis - s * eye, dim=-4)  # d g / d half; d2 g / d half2 = -g
-    gd = [h * d for h, d in zip(torch.unbind(hd, dim=-4), dg)]  # tangent of g
-    dgd = [-h * gg for h, gg in zip(torch.unbind(hd, dim=-4), g)]  # tangent of dg
-    T = len(g)
-    prefix, dprefix = [g[0]], [gd[0]]
-    for t in range(1, T):
-        prefix.append(g[t] @ prefix[-1])
-        dprefix.append(gd[t] @ prefix[-2] + g[t] @ dprefix[-1])
-    out, dout = [], []
-    right: Optional[Tensor] = None
-    dright: Optional[Tensor] = None
-    for t in range(T - 1, -1, -1):
-        if right is None:
-            gb, gbd = ubar, ubar_dot
-        else:
-            assert dright is not None
-            gb = right.mH @ ubar
-            gbd = dright.mH @ ubar + right.mH @ ubar_dot
-        if t > 0:
-            gb, gbd = gb @ prefix[t - 1].mH, gbd @ prefix[t - 1].mH + gb @ dprefix[t - 1].mH
-        out.append((gb.conj() * dg[t]).real.sum(dim=(-1, -2)))
-        dout.append((gbd.conj() * dg[t] + gb.conj() * dgd[t]).real.sum(dim=(-1, -2)))
-        if right is None:
-            right, dright = g[t], gd[t]
-        else:
-            assert dright is not None
-            right, dright = right @ g[t], dright @ g[t] + right @ gd[t]
-    return torch.stack(out[::-1], dim=-2), torch.stack(dout[::-1], dim=-2)
 
 
 def expectations_cols_tangent(state: Tensor, tangent: Tensor, observables: tuple[tuple[str, int], ...],
