@@ -48,6 +48,7 @@
 # collects the finished runs).
 
 # %% tags=["parameters"]
+import json
 import os
 import shutil
 import subprocess
@@ -62,6 +63,7 @@ if "ipykernel" not in sys.modules:
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.ticker import NullFormatter
 
 import qlandscape as ql
 from qlandscape.sweep.report import write_report
@@ -119,7 +121,8 @@ for name, overrides in SWEEPS.items():
         print(" ".join(cmd[2:]))
         failed = subprocess.run(cmd).returncode != 0
     if failed:
-        raise RuntimeError(f"sweep {name}: some runs failed, see {out}/failed/")
+        errors = sorted({json.loads(f.read_text()).get("error", "?") for f in (out / "failed").glob("*.json")})
+        raise RuntimeError(f"sweep {name}: some runs failed ({'; '.join(errors)[:600]}), see {out}/failed/")
 wall_min = (time.perf_counter() - started) / 60
 print(f"sweeps finished in {wall_min:.1f} min (runs already done before this call are not re-run)")
 
@@ -175,26 +178,28 @@ for name, marker in (("mean", "o"), ("sum", "^")):
         pts = [(P, v) for P, v in pts if v]
         if not pts:
             continue
-        ax.errorbar([P for P, _ in pts], [np.mean(v) for _, v in pts],
-                    yerr=[np.std(v) if len(v) > 1 else 0 for _, v in pts], marker=marker, ls=ls, capsize=3,
-                    label=f"{model}, {name}" + (" (coef 25)" if name == "sum" else " (coef 100)"))
+        line, = ax.plot([P for P, _ in pts], [np.mean(v) for _, v in pts], marker=marker, ls=ls,
+                        label=f"{model}, {name}" + (" (coef 25)" if name == "sum" else " (coef 100)") + ": seed mean")
+        for P, v in pts:  # every seed (two seeds: a std on a log axis would hide more than it shows)
+            ax.plot([P] * len(v), v, marker=marker, ls="none", ms=4, alpha=0.45, color=line.get_color())
 if not FAST:
     ax.plot(PATCHES, [PAPER[50][P] for P in PATCHES], "k*", ms=12, label="paper (quantum, mean, 60k images)")
 ax.set(xscale="log", yscale="log", xlabel="patches P", ylabel="lambda_max at the minimum", title=f"L = {L0}")
 ax.set_xticks(PATCHES, [str(P) for P in PATCHES])
+ax.xaxis.set_minor_formatter(NullFormatter())
 ax.legend(fontsize=7)
 ax = axes[1]
 depth_P = sorted({r["patches"] for r in ROWS["depth"]})
-for P in depth_P:
+for i, P in enumerate(depth_P):
     Ls, lam = [], []
     for L, rows in ((L0, ROWS["mean"]), (max(r["layers"] for r in ROWS["depth"]), ROWS["depth"])):
         rs = [r for r in cell(rows, "quantum", P, L) if r["seed"] == 1001]
         if rs:
             Ls.append(L)
             lam.append(rs[0]["lambda_max"])
-    ax.plot(Ls, lam, "o-", label=f"ours, P={P} (seed 1001)")
+    ax.plot(Ls, lam, "o-", color=f"C{i}", label=f"ours, P={P} (seed 1001)")
     if not FAST:
-        ax.plot([50, 100], [PAPER[50][P], PAPER[100][P]], "*:", ms=10, label=f"paper, P={P}")
+        ax.plot([50, 100], [PAPER[50][P], PAPER[100][P]], "*:", ms=10, color=f"C{i}", label=f"paper, P={P}")
 ax.set(yscale="log", xlabel="layers L", ylabel="lambda_max", title="depth (mean aggregation)")
 ax.legend(fontsize=7)
 ax = axes[2]
