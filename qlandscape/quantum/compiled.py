@@ -555,7 +555,7 @@ class CompiledCircuit:
     def _to(state: Tensor, src: str, dst: str) -> Tensor:
         return state if src == dst else state.transpose(-1, -2)
 
-    def _initial(self, fixed: dict[int, Tensor], plan: Plan, c: _Consts, P: int, M: int) -> tuple[Tensor, str]:
+    def _initial(self, fixed: dict[int, _Fixed], plan: Plan, c: _Consts, P: int, M: int) -> tuple[Tensor, str]:
         """The state entering the first non-prep segment (columns)."""
         D = 2 ** self.n_qubits
         if plan.modes and plan.modes[0] == "prep":

@@ -8,6 +8,7 @@ per patch -> ``(B, P, n_out)`` -> ``coefficient * mean`` (or ``sum``, or a linea
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from typing import Any, Optional
 
@@ -24,6 +25,8 @@ from .devices import DeviceChoice, create_device, select_device
 from .qnode_info import default_dtype as _default_dtype
 from .qnode_info import qnode_capabilities
 from .statevector import TorchStatevector
+
+_log = logging.getLogger("qlandscape")
 
 AGGREGATIONS = ("mean", "sum", "linear")
 INITS = ("uniform_pi", "uniform_2pi")
@@ -218,8 +221,10 @@ class PatchQNN(PatchNetwork):
             sim: Any
             simulator = cfg["simulator"]
             if simulator == "auto":
-                simulator = "compiled" if prefer_compiled(self.spec.n_qubits, self.spec.layers * (
-                    self.spec.n_encodings + 1)) else "tape"
+                total_layers = self.spec.layers * (self.spec.n_encodings + 1)
+                simulator = "compiled" if prefer_compiled(self.spec.n_qubits, total_layers) else "tape"
+                _log.info("quantum simulator: %s (auto: %d qubits, %d layers; compiled from 6 qubits or 12 layers)",
+                          simulator, self.spec.n_qubits, total_layers)
             if simulator == "compiled":
                 sim = CompiledCircuit(self.spec.qfunc, self.spec.n_qubits, self.spec.n_features, self.spec.n_weights,
                                       memory_budget=cfg["memory_budget"])
