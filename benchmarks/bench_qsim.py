@@ -11,8 +11,10 @@ rotation; readout <X_0..4>, <Z_0..4>; logits 100 x the mean over patches; positi
 8x8 pixels on 14x14 images in [0, pi/4], L = 1 / 10 / 50 / 200, B = 30 / 300 / 1000 samples, float64, mean
 cross-entropy. Every route is timed through the public API on the same model and data:
 ``Objective(model, "cross_entropy", (x, y))`` -> ``loss()`` (forward), ``gradient()`` (forward+backward),
-``hvp(v)`` first (the first-order graph is built) and steady (median of the next two); forward and gradient are
-the second of two calls (the first, with its allocations, is in the JSON).
+``hvp(v)`` first (the first-order graph is built) and steady (median of the next two). Forward and gradient are
+timed three ways: the first call in the process, a second call at the same point, and a call at a new point
+(``forward_new_s``, ``grad_new_s``: what a training step or scan point pays); the markdown shows the new-point
+times and the same-point forward.
 
 Routes (each (row, route) in a fresh process, so peak RSS is its own; one thread):
 * ``compiled``: qlandscape's torch.statevector, compiled (``PatchQNN(simulator="compiled")``, the default here);
@@ -28,7 +30,8 @@ finished row (linear in samples x patches x gates), exceeds 1.5 x ``--timeout``;
 
 The bound: the gate-by-gate arithmetic of one forward pass, ``P * B * n_ops * 2 * 2**n`` complex multiply-adds (8
 flops each; ``n_ops`` = single-qubit fused-gate applications per circuit: 8 per layer and encoding), at the
-machine's complex128 GEMM rate measured in the same run (1024 x 1024 matrices). Each row states time / bound for
+machine's complex128 GEMM rate (1024 x 1024 matrices, best of 5) measured in each row's own process right
+before its timings (a rate taken once per run was once halved by a test suite starting on the other core). Each row states time / bound for
 the forward and the HVP (an HVP in forward-over-reverse form cannot cost less than about 8 forward passes of
 arithmetic: value and tangent forward (3), cotangent and its tangent backward (3), the gradient contractions (2)).
 """
@@ -121,6 +124,7 @@ def measure(route: str, P: int, L: int, B: int, build: str = "kron") -> dict[str
     y = torch.randint(0, 10, (B,), generator=g)
     model = _model(route, P, L, build)
     out: dict[str, Any] = dict(route=route, P=P, L=L, B=B, build=build if route == "reference" else None)
+    out["gemm_gflops"] = gemm_rate()  # in this process, right before its timings: the row's own bound
     rss0 = reset_peak_rss()
     obj = ql.Objective(model, "cross_entropy", (x, y))
     out["second_order"] = obj.provider.name
@@ -132,6 +136,13 @@ def measure(route: str, P: int, L: int, B: int, build: str = "kron") -> dict[str
     for key in ("grad_first_s", "grad_s"):
         t = time.perf_counter()
         grad = obj.gradient()
+        out[key] = time.perf_counter() - t
+    # a new point in a warm process: what a training step or a scan point pays (nothing cached at this theta)
+    theta = obj.as_theta(None)
+    for key in ("forward_new_s", "grad_new_s"):
+        theta = theta + 1e-3 * torch.randn(theta.shape, generator=g, dtype=theta.dtype)
+        t = time.perf_counter()
+        obj.loss(theta) if key == "forward_new_s" else obj.gradient(theta)
         out[key] = time.perf_counter() - t
     v = torch.randn(obj.n_params, generator=g, dtype=torch.float64)
     t = time.perf_counter()
@@ -193,6 +204,9 @@ def run_child(route: str, P: int, L: int, B: int, timeout: float, build: str = "
                               env={**os.environ, "OMP_NUM_THREADS": "1"})
     except subprocess.TimeoutExpired:
         return dict(route=route, P=P, L=L, B=B, status=f"timeout (> {timeout:.0f} s)", wall_s=time.perf_counter() - t)
+    if done.returncode < 0:
+        return dict(route=route, P=P, L=L, B=B, status=f"failed: killed by signal {-done.returncode} (out of memory?)",
+                    wall_s=time.perf_counter() - t)
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["?"]
         return dict(route=route, P=P, L=L, B=B, status=f"failed: {tail[0][:200]}", wall_s=time.perf_counter() - t)
@@ -230,37 +244,49 @@ def _fmt(r: dict[str, Any] | None, key: str) -> str:
 def write(results: list[dict[str, Any]], meta: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "qsim.json").write_text(json.dumps(dict(meta=meta, rows=results), indent=1))
-    rate = meta["gemm_gflops"]
+    runs = [meta] + list(meta.get("earlier_runs", []))
+    made = "; ".join(f"`{m['command']}` ({m['when']}, complex128 GEMM {m['gemm_gflops']:.1f} GFLOP/s)" for m in runs)
     lines = [f"# Compiled patch-circuit simulator vs the FLOP bound and peers ({meta['when']})", "",
-             f"Command: `{meta['command']}`. {meta['machine']}; one thread; float64 (complex128 states); complex128 "
-             f"GEMM rate measured in this run: {rate:.1f} GFLOP/s. Times in seconds through `ql.Objective`; "
+             f"Made by {made}; rows of a later command replace those (row, route) pairs of an earlier one. "
+             f"{meta['machine']}; one thread; float64 (complex128 states). Times in seconds through `ql.Objective`; "
+             "each row's bound uses the GEMM rate measured in its own process (else in the run that made it). "
+             "forward / gradient = at a new point in a warm process (nothing cached at that theta; `*`: the "
+             "first call in the process, set-up included, where the run predates the new-point measurement); "
+             "forward again = the same point (folded segments cached, so it can beat the gate-by-gate bound); "
              "first HVP includes building the first-order graph; steady = median of the next two. "
-             "bound = gate-by-gate forward arithmetic at the GEMM rate (module docstring).", ""]
+             "bound = gate-by-gate forward arithmetic at the GEMM rate; an HVP needs about 8 forwards of it "
+             "(module docstring).", ""]
     rows = sorted({(r["P"], r["L"], r["B"]) for r in results})
-    lines += ["| P | L | B | bound (s) | route | forward | x bound | gradient | HVP first | HVP steady | HVP x bound "
-              "| peak RSS (GiB) | steady HVP vs compiled |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| P | L | B | forward bound (s) | route | forward | x bound | forward again | gradient | HVP first "
+              "| HVP steady | HVP / (8 x bound) | peak RSS (GiB) | steady HVP vs compiled |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for key in rows:
         P, L, B = key
-        bound = forward_flops(P, L, B) / (rate * 1e9)
         here = {r["route"]: r for r in results if (r["P"], r["L"], r["B"]) == key}
         comp = here.get("compiled")
         for route in ROUTES:
             r = here.get(route)
             if r is None:
                 continue
+            bound = forward_flops(P, L, B) / (float(r.get("gemm_gflops", meta["gemm_gflops"])) * 1e9)
             ok = r.get("status") == "ok"
-            xf = f"{r['forward_s'] / bound:.1f}" if ok else "-"
-            xh = f"{r['hvp_steady_s'] / bound:.1f}" if ok else "-"
+            fkey = "forward_new_s" if "forward_new_s" in r else "forward_first_s"
+            gkey = "grad_new_s" if "grad_new_s" in r else "grad_s"
+            star = "" if fkey == "forward_new_s" or not ok else "*"
+            xf = f"{r[fkey] / bound:.1f}" if ok else "-"
+            xh = f"{r['hvp_steady_s'] / (8 * bound):.1f}" if ok else "-"
             rel = "-"
             if ok and comp is not None and comp.get("status") == "ok" and route != "compiled":
                 rel = f"{r['hvp_steady_s'] / comp['hvp_steady_s']:.1f}x slower" if r["hvp_steady_s"] >= comp[
                     "hvp_steady_s"] else f"{comp['hvp_steady_s'] / r['hvp_steady_s']:.1f}x faster"
+            elif r.get("note"):
+                rel = str(r["note"])
             elif not ok and route != "compiled" and comp is not None and comp.get("status") == "ok":
                 rel = "did not finish" if "timeout" in str(r.get("status")) else str(r.get("status"))[:40]
             name = route + (f" ({r.get('build')})" if route == "reference" and ok else "")
-            lines.append(f"| {P} | {L} | {B} | {bound:.3g} | {name} | {_fmt(r, 'forward_s')} | {xf} | "
-                         f"{_fmt(r, 'grad_s')} | {_fmt(r, 'hvp_first_s')} | {_fmt(r, 'hvp_steady_s')} | {xh} | "
+            lines.append(f"| {P} | {L} | {B} | {bound:.3g} | {name} | {_fmt(r, fkey)}{star} | {xf}{star} | "
+                         f"{_fmt(r, 'forward_s')} | {_fmt(r, gkey)}{star if gkey == 'grad_s' and ok else ''} | "
+                         f"{_fmt(r, 'hvp_first_s')} | {_fmt(r, 'hvp_steady_s')} | {xh} | "
                          f"{_fmt(r, 'peak_rss_gib')} | {rel} |")
     (out / "qsim.md").write_text("\n".join(lines) + "\n")
 
@@ -290,13 +316,19 @@ def main(argv: list[str] | None = None) -> None:
     routes = [r for r in args.routes.split(",") if r]
     out = args.out or (Path("/tmp/qsim_fast") if args.fast else HERE / "results")
     results: list[dict[str, Any]] = []
-    if args.merge and (out / "qsim.json").exists():
-        old = json.loads((out / "qsim.json").read_text())["rows"]
-        results = [r for r in old if (r["P"], r["L"], r["B"]) not in set(grid)]
     rate = gemm_rate()
-    meta = dict(when=time.strftime("%Y-%m-%d"), command="python benchmarks/bench_qsim.py " + " ".join(argv or sys.argv[1:]),
-                machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", gemm_gflops=rate,
-                memory_cap_gib=MEMORY_CAP_GIB, timeout_s=args.timeout)
+    meta: dict[str, Any] = dict(
+        when=time.strftime("%Y-%m-%d"), command="python benchmarks/bench_qsim.py " + " ".join(argv or sys.argv[1:]),
+        machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", gemm_gflops=rate,
+        memory_cap_gib=MEMORY_CAP_GIB, timeout_s=args.timeout)
+    if args.merge and (out / "qsim.json").exists():  # replace only the (row, route) pairs run now
+        earlier = json.loads((out / "qsim.json").read_text())
+        rerun = {(P, L, B, route) for P, L, B in grid for route in routes}
+        for r in earlier["rows"]:
+            r.setdefault("gemm_gflops", earlier["meta"]["gemm_gflops"])
+        results = [r for r in earlier["rows"] if (r["P"], r["L"], r["B"], r["route"]) not in rerun]
+        meta["earlier_runs"] = [{k: v for k, v in earlier["meta"].items() if k != "earlier_runs"}] + earlier[
+            "meta"].get("earlier_runs", [])
     seen: dict[str, tuple[float, float]] = {}  # route -> (work, seconds) of its smallest finished row
     for P, L, B in sorted(grid, key=lambda k: k[0] * k[2] * (24 * k[1] + 16)):
         for route in routes:
@@ -315,6 +347,7 @@ def main(argv: list[str] | None = None) -> None:
                 total = sum(res[k] for k in ("forward_first_s", "forward_s", "grad_first_s", "grad_s", "hvp_first_s")
                             ) + 2 * res["hvp_steady_s"]
                 seen[route] = (work(route, P, L, B), total)
+            res.setdefault("gemm_gflops", rate)
             results.append(res)
             print(f"P={P} L={L} B={B} {route}: {res.get('status')} forward {res.get('forward_s')} grad "
                   f"{res.get('grad_s')} hvp {res.get('hvp_first_s')}/{res.get('hvp_steady_s')} rss "

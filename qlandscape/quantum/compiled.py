@@ -80,8 +80,11 @@ def keep_freed_memory() -> bool:
     product; with glibc's defaults a large share of them is unmapped and faulted in again (measured at
     8 qubits, 4 circuits, 50 layers, 300 samples: 300 000 page faults and 1.5 s of a 3.3 s second-order
     pass). This raises the mmap threshold to 64 MiB and the trim threshold to 2 GiB, once per process
-    (Linux/glibc only). The process then keeps up to 2 GiB of freed heap for reuse; its peak memory is
-    unchanged. Set ``QLANDSCAPE_MALLOC_TUNING=0`` to leave the allocator alone.
+    (Linux/glibc only). The process then keeps freed heap for reuse, so its resident size does not fall
+    back between calls; the peak stays that of the live states as long as no small result is kept alive
+    across a loop of large transient ones (which pins the freed chunks apart; the reverse passes write
+    theirs into preallocated tensors for this reason; measured at 16 patches x L=200 x 300 samples: peak 1.9 GiB, 1.8
+    without this tuning, and 12% faster with it). Set ``QLANDSCAPE_MALLOC_TUNING=0`` to leave the allocator alone.
 
     Returns
     -------
