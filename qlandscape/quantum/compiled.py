@@ -83,8 +83,8 @@ def keep_freed_memory() -> bool:
     (Linux/glibc only). The process then keeps freed heap for reuse, so its resident size does not fall
     back between calls; the peak stays that of the live states as long as no small result is kept alive
     across a loop of large transient ones (which pins the freed chunks apart; the reverse passes write
-    theirs into preallocated tensors for this reason; measured at 16 patches x L=200 x 300 samples: peak 1.9 GiB, 1.8
-    without this tuning, and 12% faster with it). Set ``QLANDSCAPE_MALLOC_TUNING=0`` to leave the allocator alone.
+    theirs into preallocated tensors for this reason; measured at 16 patches x L=200 x 300 samples: peak 1.9 GiB
+    with this tuning, 1.8 without). Set ``QLANDSCAPE_MALLOC_TUNING=0`` to leave the allocator alone.
 
     Returns
     -------
