@@ -139,6 +139,12 @@ def apply_rows(state: Tensor, k: Tensor, wires: tuple[int, ...], n_qubits: int) 
 
 
 
+def _z_columns(z: Tensor, observables: tuple[tuple[str, int], ...]) -> dict[int, Tensor]:
+    """The rows of ``z`` (P, nZ, M), one per Z observable in order, keyed by their index in ``observables``."""
+    rows = iter(range(z.shape[1]))
+    return {i: z[:, next(rows)] for i, (p, _) in enumerate(observables) if p == "Z"}
+
+
 def expectations_cols(state: Tensor, observables: tuple[tuple[str, int], ...], n_qubits: int,
                       z_signs: Optional[Tensor]) -> Tensor:
     """Single-qubit Pauli expectation values of column states.
@@ -158,12 +164,7 @@ def expectations_cols(state: Tensor, observables: tuple[tuple[str, int], ...], n
     cols: dict[int, Tensor] = {}
     if z_signs is not None:
         prob = state.real.square() + state.imag.square()
-        z = z_signs @ prob  # (P, nZ, M)
-        zi = 0
-        for i, (p, _) in enumerate(observables):
-            if p == "Z":
-                cols[i] = z[:, zi]
-                zi += 1
+        cols = _z_columns(z_signs @ prob, observables)  # (P, nZ, M) -> {observable index: (P, M)}
     pairs: dict[int, Tensor] = {}
     for i, (p, q) in enumerate(observables):
         if p == "Z":
@@ -285,12 +286,7 @@ def expectations_cols_tangent(state: Tensor, tangent: Tensor, observables: tuple
     cols: dict[int, Tensor] = {}
     if z_signs is not None:
         dprob = 2 * (state.real * tangent.real + state.imag * tangent.imag)
-        z = z_signs @ dprob
-        zi = 0
-        for i, (p, _) in enumerate(observables):
-            if p == "Z":
-                cols[i] = z[:, zi]
-                zi += 1
+        cols = _z_columns(z_signs @ dprob, observables)
     pairs: dict[int, Tensor] = {}
     for i, (p, q) in enumerate(observables):
         if p == "Z":
