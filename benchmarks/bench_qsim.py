@@ -31,8 +31,8 @@ finished row (linear in samples x patches x gates), exceeds 1.5 x ``--timeout``;
 The bound: the gate-by-gate arithmetic of one forward pass, ``P * B * n_ops * 2 * 2**n`` complex multiply-adds (8
 flops each; ``n_ops`` = single-qubit fused-gate applications per circuit: 8 per layer and encoding), at the
 machine's complex128 GEMM rate (1024 x 1024 matrices, best of 5) measured in each row's own process right
-before its timings (a rate taken once per run was once halved by a test suite starting on the other core). Each row states time / bound for
-the forward and the HVP (an HVP in forward-over-reverse form cannot cost less than about 8 forward passes of
+before its timings (a rate taken once per run was once halved by a test suite starting on the other core). Each
+row states time / bound for the forward and the HVP (an HVP in forward-over-reverse form cannot cost less than about 8 forward passes of
 arithmetic: value and tangent forward (3), cotangent and its tangent backward (3), the gradient contractions (2)).
 """
 
@@ -139,10 +139,10 @@ def measure(route: str, P: int, L: int, B: int, build: str = "kron") -> dict[str
         out[key] = time.perf_counter() - t
     # a new point in a warm process: what a training step or a scan point pays (nothing cached at this theta)
     theta = obj.as_theta(None)
-    for key in ("forward_new_s", "grad_new_s"):
+    for key, call in (("forward_new_s", obj.loss), ("grad_new_s", obj.gradient)):
         theta = theta + 1e-3 * torch.randn(theta.shape, generator=g, dtype=theta.dtype)
         t = time.perf_counter()
-        obj.loss(theta) if key == "forward_new_s" else obj.gradient(theta)
+        call(theta)
         out[key] = time.perf_counter() - t
     v = torch.randn(obj.n_params, generator=g, dtype=torch.float64)
     t = time.perf_counter()
@@ -270,9 +270,9 @@ def write(results: list[dict[str, Any]], meta: dict[str, Any], out: Path) -> Non
                 continue
             bound = forward_flops(P, L, B) / (float(r.get("gemm_gflops", meta["gemm_gflops"])) * 1e9)
             ok = r.get("status") == "ok"
-            fkey = "forward_new_s" if "forward_new_s" in r else "forward_first_s"
-            gkey = "grad_new_s" if "grad_new_s" in r else "grad_s"
-            star = "" if fkey == "forward_new_s" or not ok else "*"
+            old = "forward_new_s" not in r  # a run before the new-point timings: first-call times instead
+            fkey, gkey = ("forward_first_s", "grad_s") if old else ("forward_new_s", "grad_new_s")
+            star = "*" if old and ok else ""
             xf = f"{r[fkey] / bound:.1f}" if ok else "-"
             xh = f"{r['hvp_steady_s'] / (8 * bound):.1f}" if ok else "-"
             rel = "-"
@@ -285,7 +285,7 @@ def write(results: list[dict[str, Any]], meta: dict[str, Any], out: Path) -> Non
                 rel = "did not finish" if "timeout" in str(r.get("status")) else str(r.get("status"))[:40]
             name = route + (f" ({r.get('build')})" if route == "reference" and ok else "")
             lines.append(f"| {P} | {L} | {B} | {bound:.3g} | {name} | {_fmt(r, fkey)}{star} | {xf}{star} | "
-                         f"{_fmt(r, 'forward_s')} | {_fmt(r, gkey)}{star if gkey == 'grad_s' and ok else ''} | "
+                         f"{_fmt(r, 'forward_s')} | {_fmt(r, gkey)}{star} | "
                          f"{_fmt(r, 'hvp_first_s')} | {_fmt(r, 'hvp_steady_s')} | {xh} | "
                          f"{_fmt(r, 'peak_rss_gib')} | {rel} |")
     (out / "qsim.md").write_text("\n".join(lines) + "\n")
@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> None:
         meta["earlier_runs"] = [{k: v for k, v in earlier["meta"].items() if k != "earlier_runs"}] + earlier[
             "meta"].get("earlier_runs", [])
     seen: dict[str, tuple[float, float]] = {}  # route -> (work, seconds) of its smallest finished row
-    for P, L, B in sorted(grid, key=lambda k: k[0] * k[2] * (24 * k[1] + 16)):
+    for P, L, B in sorted(grid, key=lambda k: work("compiled", *k)):
         for route in routes:
             est = _estimate_gib(route, P, L, B)
             predicted = (seen[route][1] * work(route, P, L, B) / seen[route][0]) if route in seen else 0.0

@@ -126,7 +126,6 @@ def apply_cols(state: Tensor, k: Tensor, wires: tuple[int, ...], n_qubits: int) 
     return (kk @ v).reshape(*lead, D, M)
 
 
-
 def apply_rows(state: Tensor, k: Tensor, wires: tuple[int, ...], n_qubits: int) -> Tensor:
     """Apply one group matrix per row: ``state`` (..., M, D), ``k`` (..., M, G, G) -> (..., M, D)."""
     *lead, M, D = state.shape
@@ -138,11 +137,10 @@ def apply_rows(state: Tensor, k: Tensor, wires: tuple[int, ...], n_qubits: int) 
     return out.reshape(*lead, M, D)
 
 
-
 def _z_columns(z: Tensor, observables: tuple[tuple[str, int], ...]) -> dict[int, Tensor]:
     """The rows of ``z`` (P, nZ, M), one per Z observable in order, keyed by their index in ``observables``."""
-    rows = iter(range(z.shape[1]))
-    return {i: z[:, next(rows)] for i, (p, _) in enumerate(observables) if p == "Z"}
+    z_index = [i for i, (p, _) in enumerate(observables) if p == "Z"]
+    return {i: z[:, row] for row, i in enumerate(z_index)}
 
 
 def expectations_cols(state: Tensor, observables: tuple[tuple[str, int], ...], n_qubits: int,
@@ -273,10 +271,6 @@ def kron_chain_dual(u: Tensor, u_dot: Tensor) -> tuple[Tensor, Tensor]:
     for b, bd in zip(parts[1:], dparts[1:]):
         k, kd = _kron2(k, b), _kron2(kd, b) + _kron2(k, bd)
     return k, kd
-
-
-
-
 
 
 def expectations_cols_tangent(state: Tensor, tangent: Tensor, observables: tuple[tuple[str, int], ...],

@@ -20,7 +20,7 @@ from ..adapter import Capabilities, ModuleInfo
 from ..patches import PatchGrid, PatchNetwork
 from .circuits import CircuitSpec
 from .compiled import CompiledCircuit
-from .costmodel import prefer_compiled
+from .costmodel import COMPILED_MIN_LAYERS, COMPILED_MIN_QUBITS, prefer_compiled
 from .devices import DeviceChoice, create_device, select_device
 from .qnode_info import default_dtype as _default_dtype
 from .qnode_info import qnode_capabilities
@@ -223,8 +223,8 @@ class PatchQNN(PatchNetwork):
             if simulator == "auto":
                 total_layers = self.spec.layers * (self.spec.n_encodings + 1)
                 simulator = "compiled" if prefer_compiled(self.spec.n_qubits, total_layers) else "tape"
-                _log.info("quantum simulator: %s (auto: %d qubits, %d layers; compiled from 6 qubits or 12 layers)",
-                          simulator, self.spec.n_qubits, total_layers)
+                _log.info("quantum simulator: %s (auto: %d qubits, %d layers; compiled from %d qubits or %d layers)",
+                          simulator, self.spec.n_qubits, total_layers, COMPILED_MIN_QUBITS, COMPILED_MIN_LAYERS)
             if simulator == "compiled":
                 sim = CompiledCircuit(self.spec.qfunc, self.spec.n_qubits, self.spec.n_features, self.spec.n_weights,
                                       memory_budget=cfg["memory_budget"])
