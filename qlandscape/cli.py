@@ -89,19 +89,33 @@ def _sweep_parser(sub: Any) -> None:
         s.add_argument("out", type=Path, metavar="DIR", help="the sweep directory")
         if name == "report":
             s.add_argument("--all-runs", action="store_true", help="include runs of earlier specs in DIR")
+            s.add_argument("--allow-missing", action="store_true", help="exit 0 even when runs of the spec are "
+                           "missing or damaged (report.md lists them either way)")
 
 
 def _sweep_main(args: argparse.Namespace) -> int:
-    """``qlandscape sweep run|status|report``: exit 0 when everything asked for is done, 1 when runs failed
-    or a runner already holds DIR, 2 for a bad spec or arguments."""
+    """``qlandscape sweep run|status|report``.
+
+    Exit codes: 0 when everything asked for is done; 1 when runs are failed, damaged or unfinished
+    (``run`` and ``report``: computed from the same records ``sweep status`` prints), another runner holds
+    DIR, or the executor failed; 2 for a bad spec, arguments or an unusable DIR; 128 + the signal number
+    when ``run`` was stopped by SIGINT/SIGTERM/SIGHUP (finished runs kept).
+    """
     from .rundir import RunDirBusy, RunDirError
-    from .sweep import load_spec, run_sweep, sweep_report, sweep_status
+    from .sweep import IncompleteSweepError, load_spec, run_sweep, sweep_report, sweep_status
+    from .sweep.lifecycle import ExecutorFailed, SweepInterrupted
     try:
         if args.sweep_command == "status":
-            print(sweep_status(args.out).summary())
+            st = sweep_status(args.out)
+            print(st.summary())
             return 0
         if args.sweep_command == "report":
-            paths = sweep_report(args.out, all_runs=args.all_runs)
+            try:
+                paths = sweep_report(args.out, all_runs=args.all_runs, allow_missing=args.allow_missing)
+            except IncompleteSweepError as exc:
+                print("\n".join(f"{k}: {v}" for k, v in exc.paths.items()))
+                print(f"qlandscape: error: {exc}", file=sys.stderr)
+                return 1
             print("\n".join(f"{k}: {v}" for k, v in paths.items()))
             return 0
         if args.workers < 1 or args.threads < 1:
@@ -119,14 +133,36 @@ def _sweep_main(args: argparse.Namespace) -> int:
     except RunDirBusy as exc:
         print(f"qlandscape: error: {exc}", file=sys.stderr)
         return 1
-    except (RunDirError, RuntimeError) as exc:
+    except RunDirError as exc:
+        print(f"qlandscape: error: --out: {exc}", file=sys.stderr)
+        return 2
+    except SweepInterrupted as exc:
+        print(f"qlandscape: {exc}", file=sys.stderr)
+        _print_status(args.out)
+        return exc.exit_code
+    except ExecutorFailed as exc:
         print(f"qlandscape: error: {exc}", file=sys.stderr)
+        _print_status(args.out)
         return 1
+    busy = f", {len(outcome.busy)} being computed by another process" if outcome.busy else ""
+    damaged = f", {len(outcome.damaged)} damaged (moved to damaged/) and computed again" if outcome.damaged else ""
     print(f"sweep {spec.name}: {len(outcome.done)} run(s) finished now, {len(outcome.skipped)} already done or "
-          f"skipped, {len(outcome.failed)} failed, in {outcome.wall_s:.1f} s -> {args.out}")
-    print(sweep_status(args.out).summary())
+          f"skipped, {len(outcome.failed)} failed{busy}{damaged}, in {outcome.wall_s:.1f} s -> {args.out}")
+    st = _print_status(args.out)
     print(f"report: qlandscape sweep report {args.out}")
-    return 1 if outcome.failed else 0
+    return 0 if st is not None and st.complete else 1
+
+
+def _print_status(out: Path) -> Any:
+    """Print ``sweep status`` of ``out`` (the records the exit code is computed from); returns it (None when
+    ``out`` is not a sweep directory yet)."""
+    from .sweep import sweep_status
+    try:
+        st = sweep_status(out)
+    except FileNotFoundError:
+        return None
+    print(st.summary())
+    return st
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

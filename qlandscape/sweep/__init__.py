@@ -5,10 +5,14 @@ results table and report.
 - :mod:`.spec`: the sweep spec (TOML or Python), validated; presets ``digits-small`` and ``kawase2025``.
 - :mod:`.worker`: one run (train, measure, publish atomically).
 - :mod:`.runner`: the runner, status and the results table.
+- :mod:`.lifecycle`: workers that die with their runner, SIGTERM/SIGINT handling, the runner record.
+- :mod:`.manifest`: checksums of published runs, verified by status, run and report.
 - :mod:`.report`: summary tables and plots.
 """
 
+from .lifecycle import ExecutorFailed, SweepInterrupted
 from .runner import (
+           IncompleteSweepError,
            SweepOutcome,
            SweepStatus,
            collect,
@@ -22,4 +26,4 @@ from .spec import GridSpec, MeasureSpec, RunPlan, SweepMeta, SweepSpec, load_spe
 
 __all__ = ["SweepSpec", "SweepMeta", "GridSpec", "MeasureSpec", "RunPlan", "load_spec", "spec_from_dict",
            "preset_names", "run_sweep", "SweepOutcome", "sweep_status", "SweepStatus", "collect", "sweep_table",
-           "sweep_report", "make_executor"]
+           "sweep_report", "make_executor", "IncompleteSweepError", "ExecutorFailed", "SweepInterrupted"]

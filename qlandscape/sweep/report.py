@@ -425,8 +425,8 @@ def plot_lambda_vs_params(rows: Iterable[Mapping[str, Any]], metric: str = "lamb
 
 
 # ------------------------------------------------------------------------------------------- report
-def write_report(rows: Iterable[Mapping[str, Any]], out_dir: Path | str, title: str = DEFAULT_TITLE
-                 ) -> dict[str, Path]:
+def write_report(rows: Iterable[Mapping[str, Any]], out_dir: Path | str, title: str = DEFAULT_TITLE,
+                 missing: Optional[Mapping[str, str]] = None, expected: Optional[int] = None) -> dict[str, Path]:
     """Write the sweep report into ``out_dir``, every file atomically.
 
     Parameters
@@ -437,6 +437,11 @@ def write_report(rows: Iterable[Mapping[str, Any]], out_dir: Path | str, title: 
         The report directory (created if missing).
     title : str
         Heading of ``report.md``.
+    missing : mapping of str to str, optional
+        Runs expected but not in ``rows`` -> why (failed, damaged, not finished): listed in ``report.md``
+        right under the title, so a partial table is never read as the whole sweep.
+    expected : int, optional
+        The number of runs of the spec (for the "k of n runs" line).
 
     Returns
     -------
@@ -471,6 +476,13 @@ def write_report(rows: Iterable[Mapping[str, Any]], out_dir: Path | str, title: 
         atomic_write_bytes(target, data)
         paths[name] = target
     text = render_markdown(summary, title)
+    if missing:
+        n = expected if expected is not None else len(rows) + len(missing)
+        head, _, rest = text.partition("\n\n")
+        block = [f"**Incomplete: {len(missing)} of {n} runs are missing or damaged; the tables hold the other "
+                 f"{len(rows)}.**", "", "| run | why |", "|---|---|"]
+        block += [f"| {name} | {_md_cell(why)} |" for name, why in sorted(missing.items())]
+        text = head + "\n\n" + "\n".join(block) + "\n\n" + rest
     figures = [name for name in _FIGURES if name in paths]
     if figures:
         text += "\n## Figures\n\n" + "\n\n".join(f"![{name}]({name}.png)" for name in figures) + "\n"

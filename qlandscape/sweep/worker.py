@@ -35,6 +35,8 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
+from .manifest import write_manifest
+
 RUNS_DIR = "runs"
 WORK_DIR = ".work"
 FAILED_DIR = "failed"
@@ -139,8 +141,9 @@ def execute_run(plan: dict[str, Any], root: str, threads: int = 1) -> dict[str, 
     Returns
     -------
     dict
-        ``dirname``, ``status`` ("done", "skipped": already published, or "failed"), ``wall_s``, and
-        ``error`` (one line) for a failure. Never raises for a failing run.
+        ``dirname``, ``status`` ("done"; "skipped": already published; "busy": another live process holds
+        the run's work directory, nothing recorded; or "failed"), ``wall_s``, and ``error`` (one line) for a
+        failure or busy run. Never raises for a failing run.
     """
     with _RUN_LOCK:
         return _execute_run(plan, root, threads)
@@ -156,17 +159,23 @@ def _execute_run(plan: dict[str, Any], root: str, threads: int) -> dict[str, Any
         return {"dirname": dirname, "status": "skipped", "wall_s": 0.0}
     work = base / WORK_DIR / dirname
     start = time.perf_counter()
+    from ..rundir import RunDirBusy, open_rundir
     try:
-        from ..rundir import open_rundir
         with open_rundir(work):
+            if is_done(base, dirname):  # published by another process between the check above and the lock
+                shutil.rmtree(work, ignore_errors=True)
+                return {"dirname": dirname, "status": "skipped", "wall_s": 0.0}
             with _run_log(work / "run.log"):
                 log.info("run %s (%s) on %s, pid %d", dirname, p.run_id, socket.gethostname(), os.getpid())
                 metrics, arrays, info = _measure(p, work)
             _write_record(work, p, metrics, arrays, info, time.perf_counter() - start)
+            write_manifest(work)  # last: the checksums of everything published, run.json included
             _publish(work, base / RUNS_DIR / dirname)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(base / FAILED_DIR / f"{dirname}.json")
         return {"dirname": dirname, "status": "done", "wall_s": time.perf_counter() - start}
+    except RunDirBusy as exc:  # another live process computes this run (only open_rundir(work) raises it)
+        return {"dirname": dirname, "status": "busy", "wall_s": 0.0, "error": str(exc)}
     except Exception as exc:  # noqa: BLE001 - a failing run is recorded and the sweep goes on
         wall = time.perf_counter() - start
         _record_failure(base, work, p, exc, wall)
