@@ -19,6 +19,10 @@ from typing import Any, Optional, Sequence
 
 from .config import RunConfig, load_config
 
+FAST_OVERRIDES: tuple[str, ...] = ("data.n_samples=300", "train.epochs=5", "hessian.trace_probes=20",
+                                   "hessian.density_probes=2", "hessian.density_steps=40", "scan.n_points=11")
+"""``--fast`` of ``train``, ``hessian``, ``scan`` and ``demo``: a smoke-size run (the user's ``--set`` win)."""
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qlandscape", description="Loss-landscape geometry of classical and "
@@ -53,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
         if name == "compare":
             s.add_argument("--fast", action="store_true", help="small settings that finish in well under a minute on "
                            "2 CPU cores (digits subset, 11x11 scans, fewer probes)")
+        if name in ("train", "hessian", "scan", "demo"):
+            s.add_argument("--fast", action="store_true", help="small settings for a smoke run (300 digits, 5 epochs, "
+                           "fewer probes, an 11-point scan grid); --set values win")
         if name in ("ntk", "spawn"):
             s.add_argument("--fast", action="store_true", help="small settings that finish in well under a minute on "
                            "2 CPU cores (300 digits, 4 epochs, " + ("40 kernel inputs, 100/60 kernel-learning points)"
@@ -183,6 +190,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == "merge":
         from .merging.jobs import fast_overrides as merge_fast
         overrides = merge_fast(args.fast) + overrides
+    if args.command in ("train", "hessian", "scan", "demo"):
+        overrides = (list(FAST_OVERRIDES) if args.fast else []) + overrides
+    if args.command == "compare" and any(o.split("=", 1)[0].strip() == "model.kind" for o in args.overrides):
+        print("qlandscape: configuration error: compare trains both kinds (patch_qnn and its matched patch_mlp) "
+              "and ignores model.kind; drop --set model.kind (train one kind with `qlandscape train`)",
+              file=sys.stderr)
+        return 2
     try:
         cfg = load_config(args.config, overrides)
         if args.command == "spawn":

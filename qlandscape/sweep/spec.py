@@ -57,6 +57,9 @@ filter-normalized random directions (each uses the base ``[scan]`` settings, ``d
 directions)."""
 RUN_SECTIONS: tuple[str, ...] = ("data", "model", "patch", "train", "objective", "hessian", "scan")
 """The run-configuration sections a sweep run reads (its identity is made of them)."""
+PATCH_AXES: dict[str, str] = {"patches": "n_patches", "layers": "layers", "qubits": "n_qubits", "ansatz": "ansatz",
+                              "aggregation": "aggregation"}
+"""``[grid]`` axes that set a ``[patch]`` key of every run: axis -> ``patch`` key."""
 RUN_FORMAT = 1
 """Version of the run identity's canonical form (a change makes every run id new)."""
 
@@ -327,10 +330,8 @@ class SweepSpec:
 
     def _config_at(self, coords: dict[str, Any]) -> RunConfig:
         b = self.base
-        patch_keys = {"patches": "n_patches", "layers": "layers", "qubits": "n_qubits", "ansatz": "ansatz",
-                      "aggregation": "aggregation"}
         patch = dataclasses.replace(b.patch, seed=coords["seed"],
-                                    **{patch_keys[k]: v for k, v in coords.items() if k in patch_keys})
+                                    **{PATCH_AXES[k]: v for k, v in coords.items() if k in PATCH_AXES})
         model = dataclasses.replace(b.model, kind=MODEL_KINDS[coords["model"]], seed=coords["seed"])
         lr = self.grid.lr_for(coords["layers"]) if "layers" in coords else None
         train = dataclasses.replace(b.train, seed=coords["seed"], **({"lr": lr} if lr is not None else {}))
@@ -395,8 +396,30 @@ def spec_from_dict(raw: dict[str, Any]) -> SweepSpec:
         if unknown:
             raise ValueError(f"unknown key(s) {unknown} in [{table}]; valid keys: {sorted(names)}")
         kwargs["meta" if table == "sweep" else table] = cls(**values)
+    unread = sorted(set(rest) - set(RUN_SECTIONS))
+    if unread:
+        known = {f.name for f in dataclasses.fields(RunConfig)}
+        what = "not read by sweep runs" if set(unread) <= known else "unknown"
+        raise ValueError(f"table(s) {unread} {what}; a sweep spec holds [sweep], [grid], [measure] and the run "
+                         f"sections {', '.join(f'[{t}]' for t in RUN_SECTIONS)}")
+    _refuse_keys_the_grid_sets(rest, kwargs.get("grid", GridSpec()))
     base = config_from_dict(rest)
     return SweepSpec(base=base, **kwargs)
+
+
+def _refuse_keys_the_grid_sets(raw: dict[str, Any], grid: GridSpec) -> None:
+    """ValueError for a run-section key that the grid overwrites in every run (it would be ignored)."""
+    by_grid = {("model", "kind"): "grid.model", ("model", "seed"): "grid.seeds", ("patch", "seed"): "grid.seeds",
+               ("train", "seed"): "grid.seeds"}
+    axes = grid.axes()
+    by_grid.update({("patch", key): f"grid.{axis}" for axis, key in PATCH_AXES.items() if axis in axes})
+    if grid.lr_by_layers is not None:
+        by_grid[("train", "lr")] = "grid.lr_by_layers"
+    for (section, key), source in by_grid.items():
+        table = raw.get(section)
+        if isinstance(table, dict) and key in table:
+            raise ValueError(f"{section}.{key} = {table[key]!r} would be ignored: {source} sets it for every run; "
+                             f"remove it from [{section}] or change {source}")
 
 
 def preset_names() -> list[str]:
