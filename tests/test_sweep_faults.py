@@ -176,7 +176,7 @@ def test_sigterm_and_sigint_stop_the_workers_keep_finished_runs_and_say_so(spec_
         stdout, stderr = proc.communicate(timeout=30)
         assert time.monotonic() - t0 < 10
         assert proc.returncode == code, stdout + stderr
-        assert "Traceback" not in stderr
+        assert "Traceback (most recent call last)" not in stderr
         name = signal.Signals(sig).name
         assert f"interrupted by {name}" in stderr and "rerun the same command to resume" in stderr
         _wait_for(lambda: not _group(proc.pid), 10, "every process of the stopped sweep to exit")
@@ -314,7 +314,7 @@ def test_a_local_pool_worker_killed_mid_run_is_one_line_and_status_agrees(spec_f
             os.kill(pid, signal.SIGKILL)
         stdout, stderr = proc.communicate(timeout=60)
         assert proc.returncode == 1
-        assert "Traceback" not in stderr
+        assert "Traceback (most recent call last)" not in stderr
         assert "a worker process of the local pool died (killed or out of memory) while running" in stderr
         st = sweep_status(out)
         assert not st.failed and "stopped" in (st.runner or "")
