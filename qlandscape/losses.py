@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Callable, Literal, Optional, Union
+from typing import Callable, Iterable, Literal, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -195,6 +195,67 @@ _NAMED: dict[str, tuple[PerSampleLoss, Optional[PerSampleLoss], Optional[TargetW
 }
 
 
+@dataclass(frozen=True)
+class ClassTargets:
+    """What the targets of a class-index loss (cross-entropy, NLL) may be.
+
+    Attributes
+    ----------
+    ignore_index : int
+        The target value the loss skips (torch's default -100).
+    probabilities : bool
+        Whether floating targets of the outputs' shape (class probabilities) are accepted too
+        (cross-entropy: yes; NLL: no).
+    """
+
+    ignore_index: int = IGNORE_INDEX
+    probabilities: bool = False
+
+
+def _check_class_targets(spec: ClassTargets, name: str, out: Tensor, targets: Iterable[Tensor], what: str) -> None:
+    """Raise ValueError unless every target tensor holds class indices in ``0..C-1`` (``C`` = the size
+    of the outputs' class dimension 1) or ``spec.ignore_index``, or, where accepted, class probabilities
+    of the outputs' shape. Sample numbers in messages count across the tensors, in order."""
+    if out.dim() < 2:
+        return  # (B,) outputs have no class dimension: the per-sample shape check reports them
+    C = int(out.shape[1])
+    lo: Optional[int] = None
+    hi: Optional[int] = None
+    first_bad: Optional[tuple[int, int]] = None
+    offset = 0
+    for y in targets:
+        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            if spec.probabilities and y.is_floating_point() and tuple(y.shape[1:]) == tuple(out.shape[1:]):
+                offset += int(y.shape[0])
+                continue  # class probabilities
+            probs = (f", or class probabilities of the outputs' shape (B, {', '.join(map(str, out.shape[1:]))})"
+                     if spec.probabilities else "")
+            raise ValueError(f"loss {name!r} needs integer class indices 0..{C - 1} as {what}, got {y.dtype} {what} "
+                             f"of shape {tuple(y.shape)}; convert them with y.long(){probs}")
+        valid = y != spec.ignore_index
+        if bool(valid.any()):
+            vals = y[valid]
+            lo = int(vals.min()) if lo is None else min(lo, int(vals.min()))
+            hi = int(vals.max()) if hi is None else max(hi, int(vals.max()))
+        bad = valid & ((y < 0) | (y >= C))
+        if first_bad is None and bool(bad.any()):
+            row = int(bad.reshape(int(y.shape[0]), -1).any(dim=1).nonzero()[0, 0])
+            first_bad = (offset + row, int(y[row].reshape(-1)[bad[row].reshape(-1)][0]))
+        offset += int(y.shape[0])
+    if first_bad is not None:
+        sample, value = first_bad
+        assert lo is not None and hi is not None  # a bad target is a valid (non-ignored) one
+        fix = (f"fix the labels, or give the model {hi + 1} outputs (n_classes={hi + 1})" if value >= C
+               else "fix the labels (negative classes are invalid)")
+        raise ValueError(f"loss {name!r}: the {what} hold class {value} (sample {sample}; labels span {lo}..{hi}) "
+                         f"but the model has {C} outputs, so classes must be in 0..{C - 1} (or ignore_index="
+                         f"{spec.ignore_index}); {fix}")
+
+
+_NAMED_CLASSES: dict[str, ClassTargets] = {"cross_entropy": ClassTargets(IGNORE_INDEX, probabilities=True),
+                                            "nll": ClassTargets(IGNORE_INDEX, probabilities=False)}
+
+
 def _checked(fn: PerSampleLoss, name: str, what: str) -> PerSampleLoss:
     if getattr(fn, "_qlandscape_checked", False):
         return fn
@@ -233,6 +294,9 @@ class LossFunction:
     reference : callable or None
         The torch module with its own reduction, ``(outputs, targets) -> scalar``: used once,
         at objective construction, to check that the per-sample decomposition reproduces it.
+    classes : ClassTargets or None
+        For class-index losses (cross-entropy, NLL by name or as torch modules): what their targets
+        may be, checked by :meth:`check_targets`; None for other losses.
     """
 
     name: str
@@ -242,6 +306,7 @@ class LossFunction:
     metric_weight: Optional[TargetWeight] = None
     reduction: BatchReduction = "mean"
     reference: Optional[Callable[[Tensor, Tensor], Tensor]] = None
+    classes: Optional[ClassTargets] = None
 
     def __post_init__(self) -> None:
         if self.reduction not in ("mean", "sum"):
@@ -270,6 +335,28 @@ class LossFunction:
         if self.reduction == "sum":
             return values.sum()
         return values.sum() / self.denominator(y).sum().to(values.dtype)
+
+    def check_targets(self, out: Tensor, targets: Iterable[Tensor], what: str = "targets") -> None:
+        """Check the targets of a class-index loss before any expensive work.
+
+        Parameters
+        ----------
+        out : Tensor, shape (b, C, ...)
+            Model outputs on a few samples (their class dimension 1 gives ``C``).
+        targets : iterable of Tensor
+            Every target tensor to be used (e.g. all chunks), first dimension the samples.
+        what : str
+            How messages name them ("targets", "training targets").
+
+        Raises
+        ------
+        ValueError
+            For targets that are not integer class indices in ``0..C-1`` (or ``ignore_index``),
+            unless they are class probabilities of the outputs' shape and the loss accepts them
+            (cross-entropy). Losses without class-index targets accept anything here.
+        """
+        if self.classes is not None:
+            _check_class_targets(self.classes, self.name, out, targets, what)
 
     def check_reduction(self, objective_reduction: str) -> None:
         """Refuse an objective that averages over samples a loss whose torch value is a sum."""
@@ -326,8 +413,10 @@ def _module_loss(spec: nn.Module, metric: Optional[PerSampleLoss]) -> LossFuncti
     weight: Optional[TargetWeight] = None
     metric_weight: Optional[TargetWeight] = None
     default_metric: Optional[PerSampleLoss] = None
+    classes: Optional[ClassTargets] = None
     if isinstance(spec, _CLASS_INDEX):
         ignore_index = int(getattr(spec, "ignore_index", IGNORE_INDEX))
+        classes = ClassTargets(ignore_index, probabilities=isinstance(spec, nn.CrossEntropyLoss))
         weight = _class_weight_share(getattr(spec, "weight", None), ignore_index)
         metric_weight = _valid_share(ignore_index)
         default_metric = _accuracy_classes(ignore_index)
@@ -355,7 +444,7 @@ def _module_loss(spec: nn.Module, metric: Optional[PerSampleLoss]) -> LossFuncti
 
     return LossFunction(name, per_sample, metric if metric is not None else default_metric, weight=weight,
                         metric_weight=metric_weight if metric is None else None,
-                        reduction="sum" if own == "sum" else "mean", reference=reference)
+                        reduction="sum" if own == "sum" else "mean", reference=reference, classes=classes)
 
 
 def make_loss(spec: LossSpec, metric: Optional[PerSampleLoss] = None) -> LossFunction:
@@ -417,14 +506,14 @@ def make_loss(spec: LossSpec, metric: Optional[PerSampleLoss] = None) -> LossFun
         if metric is None:
             return spec
         return LossFunction(spec.name, spec.per_sample, metric, weight=spec.weight, metric_weight=None,
-                            reduction=spec.reduction, reference=spec.reference)
+                            reduction=spec.reduction, reference=spec.reference, classes=spec.classes)
     if isinstance(spec, str):
         if spec not in _NAMED:
             raise ValueError(f"unknown loss {spec!r}; choose one of {sorted(_NAMED)} "
                              "or pass a callable returning per-sample losses")
         fn, default_metric, weight, metric_weight = _NAMED[spec]
         return LossFunction(spec, fn, metric if metric is not None else default_metric, weight=weight,
-                            metric_weight=metric_weight if metric is None else None)
+                            metric_weight=metric_weight if metric is None else None, classes=_NAMED_CLASSES.get(spec))
     if isinstance(spec, nn.Module) and hasattr(spec, "reduction"):
         return _module_loss(spec, metric)
     if callable(spec):

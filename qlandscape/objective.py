@@ -37,7 +37,8 @@ DtypeSpec = Union[torch.dtype, str, None]
 
 DTYPES: dict[str, torch.dtype] = {"float64": torch.float64, "float32": torch.float32,
                                   "float16": torch.float16, "bfloat16": torch.bfloat16}
-"""Floating dtypes accepted by name (``"float64"`` or ``"torch.float64"``)."""
+"""Floating dtypes accepted, by name (``"float64"`` or ``"torch.float64"``) or as ``torch.dtype``; other
+floating dtypes (the float8 kinds) are refused."""
 
 
 def resolve_dtype(dtype: DtypeSpec) -> Optional[torch.dtype]:
@@ -46,7 +47,7 @@ def resolve_dtype(dtype: DtypeSpec) -> Optional[torch.dtype]:
     Raises
     ------
     ValueError
-        For a non-floating dtype or an unknown name.
+        For a non-floating dtype, a floating dtype outside :data:`DTYPES` (float8) or an unknown name.
     """
     if dtype is None:
         return None
@@ -59,6 +60,9 @@ def resolve_dtype(dtype: DtypeSpec) -> Optional[torch.dtype]:
     if isinstance(dtype, torch.dtype):
         if not dtype.is_floating_point:
             raise ValueError(f"dtype must be a floating dtype, got {dtype}")
+        if dtype not in DTYPES.values():
+            raise ValueError(f"dtype={dtype} is not supported; use torch.float64 or torch.float32 (float16 and "
+                             "bfloat16 are accepted too), or None (keep the model's)")
         return dtype
     raise ValueError(f"dtype must be a floating torch.dtype, one of {sorted(DTYPES)} or None, "
                      f"got {type(dtype).__name__} {dtype!r}")
@@ -66,6 +70,21 @@ def resolve_dtype(dtype: DtypeSpec) -> Optional[torch.dtype]:
 
 class NonFiniteLossError(FloatingPointError):
     """The loss (or a derivative of it) is NaN or infinite."""
+
+
+class MemoryBudgetError(ValueError, MemoryError):
+    """A requested computation would hold more memory than its budget allows; raised before any of
+    the work starts. The message states the estimate, the budget and the ways out (a smaller request,
+    another method, or an explicit larger budget argument). A ValueError (the request can be changed)
+    and a MemoryError (what it would have ended in)."""
+
+
+def format_bytes(n: float) -> str:
+    """``n`` bytes as a short human-readable string ("512 B", "3.0 KiB", "1.5 GiB", "676.4 GiB")."""
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{int(n)} B"
 
 
 @dataclass
@@ -177,7 +196,10 @@ class Objective:
         Either two tensors/arrays with equal first dimension ``N`` (chunked by
         ``batch_size``), or an iterable of batches such as a ``DataLoader`` (materialized
         once, in its order, so the objective is deterministic). Python lists are refused
-        (TypeError): convert them with ``torch.tensor``.
+        (TypeError): convert them with ``torch.tensor``. Targets of cross-entropy / NLL must be
+        integer class indices in ``0..C-1`` for ``C`` model outputs (or the loss's
+        ``ignore_index``), or, for cross-entropy, class probabilities of the outputs' shape; any
+        other targets raise ValueError here.
     reduction : {"mean", "sum"}
         Mean over all ``N`` samples or sum. The mean divides by ``N``, or, for a loss whose
         torch mean is weighted (CrossEntropyLoss/NLLLoss with class ``weight`` or ignored
@@ -214,7 +236,9 @@ class Objective:
         requested provider the model cannot serve raises :class:`CapabilityError` naming the
         alternatives. The choice and its reason are recorded in :meth:`provenance`.
     cache_graph : bool or "auto"
-        Keep the first-order graph of each chunk between HVP calls. "auto": with one chunk, or
+        Keep the first-order graph of each chunk between HVP calls. ``True`` with several chunks
+        estimates their size as "auto" does and raises :class:`MemoryBudgetError` when it exceeds
+        ``memory_budget`` (rather than allocating them). "auto": with one chunk, or
         when the cached graphs of all chunks fit ``memory_budget`` (estimated from the saved
         tensors of a double-backward-ready gradient on 2 and 8 samples, extrapolated to the data
         and padded by 25%). Several chunks that fit then also get double backward on cached
@@ -251,6 +275,8 @@ class Objective:
             raise ValueError(f"mode must be 'eval' or 'train', got {mode!r}")
         if dropout not in ("refuse", "fixed"):
             raise ValueError(f"dropout must be 'refuse' or 'fixed', got {dropout!r}")
+        if not (isinstance(cache_graph, bool) or (isinstance(cache_graph, str) and cache_graph == "auto")):
+            raise ValueError(f"cache_graph must be True, False or 'auto', got {cache_graph!r}")
         if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
                                        or batch_size < 1):
             raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
@@ -304,6 +330,8 @@ class Objective:
             cache_graph = len(self.chunks) == 1 or (self.graph_bytes is not None
                                                     and self.graph_bytes <= self.memory_budget)
         self.cache_graph = bool(cache_graph) and self.provider.cacheable
+        if self.cache_graph and len(self.chunks) > 1:
+            self._check_graphs_fit()
         self._cache: dict[int, Callable[[Tensor], Tensor]] = {}
         self._cached_grad: dict[int, Tensor] = {}
         self.counters = Counters()
@@ -325,14 +353,30 @@ class Objective:
         const = max(b[0] - slope * sizes[0], 0.0)
         return int(1.25 * (len(self.chunks) * const + self.n_samples * max(slope, 0.0)))
 
+    def _check_graphs_fit(self) -> None:
+        """An explicit ``cache_graph=True`` on several chunks keeps every chunk's first-order graph at
+        once: refuse it (:class:`MemoryBudgetError`) when their estimated size exceeds the budget."""
+        if self.graph_bytes is None:
+            self.graph_bytes = self._estimate_graph_bytes()
+        if self.graph_bytes > self.memory_budget:
+            raise MemoryBudgetError(
+                f"cache_graph=True: the first-order graphs of all {len(self.chunks)} chunks would hold "
+                f"~{format_bytes(self.graph_bytes)} (estimated), over the memory budget of "
+                f"{format_bytes(self.memory_budget)} (memory_budget={self.memory_budget}); use cache_graph='auto' "
+                "(caches only graphs that fit) or cache_graph=False, or pass memory_budget="
+                f"{self.graph_bytes} or more to cache them anyway")
+
     def _check_loss_on_first_samples(self) -> None:
         """Run the loss (and metric) once on the first few samples at the reference point: a loss
         that does not return per-sample values ``(B,)``, or a torch loss module whose reduction the
-        per-sample decomposition does not reproduce, raises here rather than scaling every result."""
+        per-sample decomposition does not reproduce, raises here rather than scaling every result.
+        Class-index targets (cross-entropy, NLL) are checked against the number of outputs here too
+        (:meth:`~qlandscape.losses.LossFunction.check_targets`): all of them, not only the first."""
         x, y = self.chunks[0]
         k = min(4, int(x.shape[0]))
         with torch.no_grad(), self.adapter.mode(False), _isolated_rng(self.device):
             out = self.adapter.apply(self.theta0, x[:k])
+            self.loss_fn.check_targets(out, [t for _, t in self.chunks])
             self.loss_fn.per_sample(out, y[:k])
             if self.loss_fn.metric is not None:
                 self.loss_fn.metric(out, y[:k])

@@ -192,6 +192,53 @@ def _full_eval(model: nn.Module, loss_fn: LossFunction, x: Tensor, y: Tensor) ->
     return Objective(model, loss_fn, (x, y), dtype=None, batch_size=4096).evaluate(check_finite=False)
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_hyper_parameters(*, epochs: object, lr: object, optimizer: object, momentum: object,
+                            weight_decay: object, batch_size: object, record_every: object) -> None:
+    """ValueError naming the first invalid hyper-parameter of :func:`train`, before any work."""
+    if not _is_int(epochs) or epochs < 0:  # type: ignore[operator]
+        raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
+    if not _is_int(batch_size) or batch_size < 1:  # type: ignore[operator]
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if not _is_int(record_every) or record_every < 1:  # type: ignore[operator]
+        raise ValueError(f"record_every must be an integer >= 1, got {record_every!r}")
+    if not _is_real(lr) or not math.isfinite(lr) or lr <= 0:  # type: ignore[arg-type, operator]
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}; pass a learning rate such as lr=0.05")
+    if optimizer not in ("sgd", "adam"):
+        raise ValueError(f"unknown optimizer {optimizer!r}; use 'sgd' or 'adam'")
+    if not _is_real(momentum) or not math.isfinite(momentum) or not 0 <= momentum < 1:  # type: ignore[arg-type, operator]
+        raise ValueError(f"momentum must be a finite number in [0, 1), got {momentum!r}; e.g. momentum=0.9, or 0 "
+                         "for plain SGD")
+    if not _is_real(weight_decay) or not math.isfinite(weight_decay) or weight_decay < 0:  # type: ignore[arg-type, operator]
+        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}; 0 turns it off")
+
+
+def _check_targets(model: nn.Module, loss_fn: LossFunction, x: Tensor, y: Tensor,
+                   test: Optional[tuple[Tensor, Tensor]]) -> None:
+    """Class-index targets (cross-entropy, NLL) against the model's outputs on the first samples, once, before
+    the first epoch (:meth:`LossFunction.check_targets`); the model's mode is restored."""
+    if loss_fn.classes is None:
+        return
+    was_training = model.training
+    try:
+        model.eval()  # no BatchNorm statistics move, no dropout
+        with torch.no_grad():
+            out = model(x[:min(4, int(x.shape[0]))])
+    finally:
+        model.train(was_training)
+    if isinstance(out, Tensor):
+        loss_fn.check_targets(out, [y], "training targets")
+        if test is not None:
+            loss_fn.check_targets(out, [test[1]], "test targets")
+
+
 def train(model: nn.Module, data: Union[Dataset, tuple[Tensor, Tensor]], *, loss: LossSpec = "cross_entropy",
           epochs: int = 50, lr: float = 0.05, optimizer: Literal["sgd", "adam"] = "sgd",
           momentum: float = 0.9, weight_decay: float = 0.0, batch_size: int = 64,
@@ -257,6 +304,11 @@ def train(model: nn.Module, data: Union[Dataset, tuple[Tensor, Tensor]], *, loss
 
     Raises
     ------
+    ValueError
+        Before any work, for an invalid hyper-parameter (``epochs`` and ``record_every``/``batch_size`` integers
+        >= 0 / >= 1, ``lr`` finite > 0, ``momentum`` finite in [0, 1), ``weight_decay`` finite >= 0) or, for
+        cross-entropy / NLL, targets that are not class indices of the model's outputs
+        (:meth:`~qlandscape.losses.LossFunction.check_targets`).
     NonFiniteLossError
         If a training loss becomes NaN/inf; the exception's ``partial`` attribute holds the
         TrainResult recorded so far (no finished work is lost).
@@ -269,8 +321,8 @@ def train(model: nn.Module, data: Union[Dataset, tuple[Tensor, Tensor]], *, loss
     if x.shape[0] != y.shape[0] or x.shape[0] == 0:
         raise ValueError(f"training data must be non-empty with matching sizes, got {x.shape[0]} inputs "
                          f"and {y.shape[0]} targets")
-    if epochs < 0 or batch_size < 1 or record_every < 1 or lr <= 0:
-        raise ValueError("need epochs >= 0, batch_size >= 1, record_every >= 1 and lr > 0")
+    _check_hyper_parameters(epochs=epochs, lr=lr, optimizer=optimizer, momentum=momentum,
+                            weight_decay=weight_decay, batch_size=batch_size, record_every=record_every)
     if isinstance(record_steps, bool) or not isinstance(record_steps, int) or record_steps < 0:
         raise ValueError(f"record_steps must be an integer >= 0 (0: records every record_every epochs), got "
                          f"{record_steps!r}")
@@ -297,14 +349,13 @@ def train(model: nn.Module, data: Union[Dataset, tuple[Tensor, Tensor]], *, loss
     if test is not None:
         test = (test[0].to(where, dtype) if test[0].is_floating_point() else test[0].to(where), test[1].to(where))
     loss_fn = make_loss(loss)
+    _check_targets(model, loss_fn, x, y, test)
     space = ParamSpace.from_module(model)
     if optimizer == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
                                                      weight_decay=weight_decay)
-    elif optimizer == "adam":
-        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     else:
-        raise ValueError(f"unknown optimizer {optimizer!r}; use 'sgd' or 'adam'")
+        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     if optimizer_state is not None:
         _load_flat_optimizer_state(opt, optimizer, model, space, optimizer_state)
     scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None

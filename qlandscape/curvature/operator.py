@@ -8,14 +8,14 @@ known spectrum (which is how the routines are tested).
 from __future__ import annotations
 
 import zlib
-from typing import Any, Protocol, Union, runtime_checkable
+from typing import Any, Optional, Protocol, Union, runtime_checkable
 
 import numpy as np
 import torch
 from scipy.sparse.linalg import LinearOperator
 from torch import Tensor
 
-from ..objective import Objective, counter_diff
+from ..objective import MemoryBudgetError, Objective, counter_diff, default_memory_budget, format_bytes
 
 
 @runtime_checkable
@@ -201,21 +201,104 @@ def estimator_generator(seed: int, estimator: str) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF)
 
 
-def dense_matrix(op: SymmetricOperator, block_size: int = 256) -> Tensor:
-    """Dense ``(n, n)`` matrix of an operator from identity blocks (symmetrized)."""
+def dense_matrix_bytes(n: int, dtype: torch.dtype, block_size: int = 256) -> int:
+    """Peak bytes :func:`dense_matrix` holds for an ``n x n`` operator in ``dtype``: the matrix itself
+    plus three ``(block_size, n)`` blocks (identity rows, their products, a symmetrization block).
+    The operator's own working memory during a product (e.g. an HVP's graph) comes on top."""
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    return int(n) * int(n) * itemsize + 3 * min(int(block_size), int(n)) * int(n) * itemsize
+
+
+def _check_dense_fits(op: SymmetricOperator, block_size: int, memory_budget: Optional[int], what: str) -> None:
+    """Refuse (:class:`~qlandscape.objective.MemoryBudgetError`) a dense matrix over the budget, before any product."""
+    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
+        raise ValueError(f"block_size must be a positive int, got {block_size!r}")
+    if memory_budget is not None and (isinstance(memory_budget, bool) or not isinstance(memory_budget, (int, float))
+                                      or not memory_budget >= 0):
+        raise ValueError(f"memory_budget must be a number of bytes >= 0 or None, got {memory_budget!r}")
+    need = dense_matrix_bytes(op.n, op.dtype, int(block_size))
+    budget = int(memory_budget) if memory_budget is not None else default_memory_budget(op.device)
+    if need > budget:
+        source = "given" if memory_budget is not None else "default: a quarter of the available memory, at most 4 GiB"
+        raise MemoryBudgetError(
+            f"{what}: the dense ({op.n}, {op.n}) {str(op.dtype).replace('torch.', '')} matrix needs "
+            f"~{format_bytes(need)} and {op.n} HVPs, over the memory budget of {format_bytes(budget)} ({source}); "
+            "for large models use hessian_eigs(..., method='lanczos'), hessian_trace(..., method='hutchinson') or "
+            "spectral_density (HVPs only, O(n) memory), restrict the parameters (Objective(..., params=...)), "
+            f"or pass memory_budget={need} or more to build it anyway")
+
+
+def dense_matrix(op: SymmetricOperator, block_size: int = 256, *, memory_budget: Optional[int] = None) -> Tensor:
+    """Dense ``(n, n)`` matrix of an operator from identity blocks (symmetrized).
+
+    Parameters
+    ----------
+    op : SymmetricOperator
+    block_size : int
+        Identity rows per batched product.
+    memory_budget : int, optional
+        Bytes the matrix and its working blocks may take (:func:`dense_matrix_bytes`); default
+        :func:`~qlandscape.objective.default_memory_budget` of the operator's device. An explicit
+        matrix (:class:`MatrixOperator`) is copied without a check.
+
+    Raises
+    ------
+    MemoryBudgetError
+        When the matrix would exceed the budget; raised before any product is computed.
+    """
     if isinstance(op, MatrixOperator):
         return op.dense()
-    cols = []
-    for s in range(0, op.n, block_size):
-        b = min(block_size, op.n - s)
-        E = torch.zeros(b, op.n, dtype=op.dtype, device=op.device)
+    _check_dense_fits(op, block_size, memory_budget, "dense_matrix")
+    return _dense(op, int(block_size))
+
+
+def _dense(op: SymmetricOperator, block_size: int) -> Tensor:
+    """Rows of the matrix filled in place, then ``0.5 * (M + M^T)`` block by block (values identical to
+    the whole-matrix expression; peak memory one matrix plus a few blocks)."""
+    n = op.n
+    M: Optional[Tensor] = None
+    for s in range(0, n, block_size):
+        b = min(block_size, n - s)
+        E = torch.zeros(b, n, dtype=op.dtype, device=op.device)
         E[torch.arange(b), torch.arange(s, s + b)] = 1.0
-        cols.append(op.matmat(E))
-    M = torch.cat(cols)
-    return 0.5 * (M + M.T)
+        rows = op.matmat(E)
+        del E
+        if M is None:
+            M = torch.empty(n, n, dtype=rows.dtype, device=rows.device)
+        M[s:s + b] = rows
+        del rows
+    assert M is not None
+    for s in range(0, n, block_size):
+        e = min(s + block_size, n)
+        avg = 0.5 * (M[s:e, s:] + M[s:, s:e].T)  # rows s:e and columns s:e from column s on
+        M[s:e, s:] = avg
+        M[s:, s:e] = avg.T
+    return M
 
 
-def dense_hessian(objective: Objective, block_size: int = 256) -> Tensor:
+def dense_hessian(objective: Objective, block_size: int = 256, *, memory_budget: Optional[int] = None) -> Tensor:
     """Dense ``(n, n)`` Hessian of the full-data loss at the objective's reference point,
-    from batched HVPs against identity blocks (``n`` HVPs)."""
-    return dense_matrix(HessianOperator(objective), block_size)
+    from batched HVPs against identity blocks (``n`` HVPs).
+
+    Parameters
+    ----------
+    objective : Objective
+    block_size : int
+        HVPs per batched call.
+    memory_budget : int, optional
+        Bytes the matrix and its working blocks may take (``n**2`` times the dtype's size, plus
+        three ``(block_size, n)`` blocks); default
+        :func:`~qlandscape.objective.default_memory_budget` of the objective's device (a quarter
+        of the available memory, at most 4 GiB).
+
+    Raises
+    ------
+    MemoryBudgetError
+        When the matrix would exceed the budget (e.g. a 301k-parameter model needs ~676 GiB in
+        float64); raised before any HVP. Large models need the iterative routines instead
+        (:func:`~qlandscape.curvature.lanczos.hessian_eigs`, :func:`~qlandscape.curvature.trace.hessian_trace`,
+        :func:`~qlandscape.curvature.spectrum.spectral_density`) or a parameter subset.
+    """
+    op = HessianOperator(objective)
+    _check_dense_fits(op, block_size, memory_budget, "dense_hessian")
+    return _dense(op, int(block_size))

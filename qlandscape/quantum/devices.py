@@ -60,6 +60,7 @@ __all__ = [
     "DeviceUnavailableError",
     "GPU_MIN_QUBITS",
     "KNOWN_DEVICES",
+    "check_state_memory",
     "cpu_crossover",
     "create_device",
     "gpu_available",
@@ -67,6 +68,7 @@ __all__ = [
     "kokkos_installed",
     "lightning_gpu_installed",
     "select_device",
+    "state_bytes",
 ]
 
 log = logging.getLogger("qlandscape")
@@ -221,6 +223,56 @@ def torch_cuda_available() -> bool:
 def _compiled_row_bytes(n_qubits: int) -> int:
     """States torch.statevector holds per sample and circuit during a Hessian-vector product."""
     return COMPILED_STATES_PER_ROW * (2 ** n_qubits) * 16
+
+
+_AMPLITUDE_BYTES: dict[str, int] = {"complex64": 8, "complex128": 16}
+
+
+def state_bytes(n_qubits: int, c_dtype: str = "complex128", states: int = 1) -> int:
+    """Bytes of ``states`` state vectors of ``2**n_qubits`` amplitudes in ``c_dtype`` (complex64: 8 bytes
+    each, complex128 and anything else: 16)."""
+    return int(states) * (2 ** int(n_qubits)) * _AMPLITUDE_BYTES.get(str(c_dtype), 16)
+
+
+def check_state_memory(n_qubits: int, *, device: str, states: int, budget: int, c_dtype: str = "complex128",
+                       why: str = "", budget_note: str = "", fewer: str = "") -> None:
+    """Refuse a circuit whose state vectors alone cannot fit the memory budget, before anything is built.
+
+    Parameters
+    ----------
+    n_qubits : int
+        Register width.
+    device : str
+        The simulator that would hold them (named in the message).
+    states : int
+        State vectors held at once at the least (1 for lightning's one tape per sample; the broadcast
+        rows of one call for default.qubit and the tape simulator).
+    budget : int
+        Bytes allowed.
+    c_dtype : str
+        Amplitude dtype.
+    why, budget_note, fewer : str
+        Message parts: why ``states`` states, where the budget comes from, how to need fewer states.
+
+    Raises
+    ------
+    qlandscape.objective.MemoryBudgetError
+        When ``state_bytes(n_qubits, c_dtype, states) > budget``: the message names the width, the bytes
+        needed, the budget, the widest register that fits and the ``memory_budget=`` way out.
+    """
+    need = state_bytes(n_qubits, c_dtype, states)
+    if need <= budget:
+        return
+    from ..objective import MemoryBudgetError, format_bytes  # torch-free import of this module otherwise
+
+    per = states * _AMPLITUDE_BYTES.get(str(c_dtype), 16)
+    widest = int(math.floor(math.log2(budget / per))) if budget >= per else 0
+    fit = f"use n_qubits <= {widest}" if widest >= 1 else "no width fits"
+    raise MemoryBudgetError(
+        f"n_qubits={n_qubits}: {states} state vector(s) of 2**{n_qubits} {c_dtype} amplitudes on {device}"
+        f"{f' ({why})' if why else ''} need {format_bytes(need)}, over the memory budget of {format_bytes(budget)}"
+        f"{f' ({budget_note})' if budget_note else ''}; {fit}{f', {fewer}' if fewer else ''}, or pass "
+        f"memory_budget={need} or more if this machine really has the memory")
 
 
 TORCH_DEVICES_HINT = "'auto', 'cpu', 'cuda' or 'cuda:N'"

@@ -20,8 +20,8 @@ from ..adapter import Capabilities, ModuleInfo
 from ..patches import PatchGrid, PatchNetwork
 from .circuits import CircuitSpec
 from .compiled import CompiledCircuit
-from .costmodel import COMPILED_MIN_LAYERS, COMPILED_MIN_QUBITS, prefer_compiled
-from .devices import DeviceChoice, create_device, select_device
+from .costmodel import COMPILED_MIN_LAYERS, COMPILED_MIN_QUBITS, default_budget, prefer_compiled
+from .devices import DeviceChoice, check_state_memory, create_device, select_device
 from .qnode_info import default_dtype as _default_dtype
 from .qnode_info import qnode_capabilities
 from .statevector import TorchStatevector
@@ -55,6 +55,17 @@ _EXTRA_KNOBS = dict(stride=None, batch_size=64, patch_batching="auto", c_dtype="
                     torch_device="auto", simulator="auto", memory_budget=None)
 SIMULATORS = ("auto", "compiled", "tape")
 KNOBS: tuple[str, ...] = tuple(sorted((set(_PRESETS["digits"]) | set(_EXTRA_KNOBS)) - {"n_patches", "layers"}))
+
+
+_COMPILED_DTYPES = (torch.float32, torch.float64)
+
+
+def _require_compiled_dtype(sim: Any, weights: Tensor) -> None:
+    """The compiled simulator runs complex64 / complex128 states for float32 / float64 weights only."""
+    if isinstance(sim, CompiledCircuit) and weights.dtype not in _COMPILED_DTYPES:
+        raise ValueError(f"the compiled quantum simulator runs float32 or float64 parameters (complex64/complex128 "
+                         f"states), got {weights.dtype}; use dtype='float64' or 'float32' (Objective(..., dtype=...), "
+                         "model.double() / model.float()), or build the model with simulator='tape'")
 
 
 class _Shared:
@@ -102,6 +113,7 @@ class PatchCircuit(nn.Module):
     def forward(self, patches: Tensor) -> Tensor:
         """``patches``: (B, n_features) -> scores (B, n_outputs), in the weights' dtype."""
         if self._runner.sim is not None:
+            _require_compiled_dtype(self._runner.sim, self.weights)
             return self._runner.sim(patches[None], self.weights[None])[0]
         with _default_dtype(self.weights.dtype):
             out = self._runner(patches, self.weights)
@@ -138,7 +150,8 @@ class PatchQNN(PatchNetwork):
         "tape" = the plain autograd simulator :class:`~qlandscape.quantum.statevector.TorchStatevector`, memory
         growing with depth x batch; "auto" = compiled from 6 qubits or 12 variational layers, the tape below,
         as measured: :func:`qlandscape.quantum.costmodel.prefer_compiled`) and ``memory_budget`` (bytes the
-        compiled simulator may hold; default :func:`qlandscape.quantum.costmodel.default_budget`).
+        compiled simulator may hold; default :func:`qlandscape.quantum.costmodel.default_budget`; also the
+        limit of the width check below).
 
     Attributes
     ----------
@@ -148,6 +161,13 @@ class PatchQNN(PatchNetwork):
         Added to the scaled image (in radians) before patching; zero-initialized.
     head : nn.Linear or None
         ``P * n_outputs -> n_classes`` when ``aggregation="linear"``.
+
+    Raises
+    ------
+    qlandscape.objective.MemoryBudgetError
+        Before any device or QNode is built, when the state vectors the chosen simulator holds at once at
+        the least (see :meth:`_check_state_memory`) exceed ``memory_budget`` (default: a quarter of the
+        machine's memory, at most 3 GiB): e.g. ``n_qubits=32`` needs 64 GiB for one complex128 state.
 
     Notes
     -----
@@ -212,6 +232,13 @@ class PatchQNN(PatchNetwork):
             raise ValueError(f"patch_batching='all' needs a broadcasting device (default.qubit), got {choice.name}; "
                              "use patch_batching='auto'")
         self.patch_batching: str = batching
+        simulator = cfg["simulator"]
+        if choice.name == "torch.statevector" and simulator == "auto":
+            total_layers = self.spec.layers * (self.spec.n_encodings + 1)
+            simulator = "compiled" if prefer_compiled(self.spec.n_qubits, total_layers) else "tape"
+            _log.info("quantum simulator: %s (auto: %d qubits, %d layers; compiled from %d qubits or %d layers)",
+                      simulator, self.spec.n_qubits, total_layers, COMPILED_MIN_QUBITS, COMPILED_MIN_LAYERS)
+        self._check_state_memory(choice, simulator, batching, P, int(cfg["batch_size"]), cfg["memory_budget"])
         if choice.name == "torch.statevector":
             # the QNode stays the circuit's definition (draw it, run it on default.qubit); execution is the
             # same quantum function compiled into batched torch ops (qlandscape.quantum.statevector)
@@ -219,12 +246,6 @@ class PatchQNN(PatchNetwork):
             qdev = create_device(ref_choice, self.spec.n_qubits)
             qnode_ref = qml.QNode(self.spec.qfunc, qdev, interface="torch", diff_method="backprop")
             sim: Any
-            simulator = cfg["simulator"]
-            if simulator == "auto":
-                total_layers = self.spec.layers * (self.spec.n_encodings + 1)
-                simulator = "compiled" if prefer_compiled(self.spec.n_qubits, total_layers) else "tape"
-                _log.info("quantum simulator: %s (auto: %d qubits, %d layers; compiled from %d qubits or %d layers)",
-                          simulator, self.spec.n_qubits, total_layers, COMPILED_MIN_QUBITS, COMPILED_MIN_LAYERS)
             if simulator == "compiled":
                 sim = CompiledCircuit(self.spec.qfunc, self.spec.n_qubits, self.spec.n_features, self.spec.n_weights,
                                       memory_budget=cfg["memory_budget"])
@@ -275,6 +296,47 @@ class PatchQNN(PatchNetwork):
         if choice.diff_method != "backprop":
             qnode_eval = qml.QNode(self.spec.qfunc, qdev, interface="torch", diff_method=None)
         return _Shared(qnode, qdev, qnode_eval)
+
+    def _check_state_memory(self, choice: DeviceChoice, simulator: str, batching: str, n_patches: int,
+                            batch_size: int, memory_budget: Optional[int]) -> None:
+        """Refuse a register whose state vectors alone exceed the memory budget, before any device, QNode or
+        simulator is built (:func:`~qlandscape.quantum.devices.check_state_memory`).
+
+        States held at once at the least: lightning devices one (one tape per sample); the compiled simulator
+        one per patch circuit (samples come in chunks sized from its budget); the tape simulator and
+        default.qubit every broadcast row of one call (patches x ``batch_size``, or ``batch_size`` per patch).
+        The budget is ``memory_budget`` when given, else :func:`~qlandscape.quantum.costmodel.default_budget`
+        of the device the states live on. torch.statevector and default.qubit states are counted in
+        complex128 (float64 parameters, the analyses' default); lightning's in its ``c_dtype``.
+        """
+        B, P = batch_size, n_patches
+        where = torch.device("cpu")
+        c_dtype = "complex128"
+        fewer = ""
+        if choice.name == "torch.statevector":
+            where = torch.device(choice.torch_device)
+            if simulator == "compiled":
+                states, why = P, f"compiled simulator: the {P} patch circuits of one sample at once"
+            else:
+                states, why = P * B, f"tape simulator: {P} patches x batch_size={B} broadcast in one call"
+                fewer = "a smaller batch_size, simulator='compiled'"
+        elif choice.broadcast:
+            states = B * (P if batching == "all" else 1)
+            why = (f"{P} patches x batch_size={B} broadcast in one call" if batching == "all"
+                   else f"batch_size={B} broadcast in one call")
+            fewer = "a smaller batch_size"
+        else:
+            states, why, c_dtype = 1, "one tape per sample", choice.c_dtype
+            if choice.name == "lightning.gpu" and torch.cuda.is_available():
+                where = torch.device("cuda")
+        if memory_budget is not None:
+            budget, note = int(memory_budget), "memory_budget"
+        else:
+            budget = default_budget(where)
+            note = ("default: a quarter of the GPU's memory, at most 8 GiB" if where.type == "cuda"
+                    else "default: a quarter of this machine's memory, at most 3 GiB")
+        check_state_memory(self.spec.n_qubits, device=choice.name, states=states, budget=budget, c_dtype=c_dtype,
+                           why=why, budget_note=note, fewer=fewer)
 
     @staticmethod
     def _check_choices(cfg: dict[str, Any]) -> None:
@@ -343,6 +405,7 @@ class PatchQNN(PatchNetwork):
             return torch.stack([c(patches[:, p]) for p, c in enumerate(self.circuits)], dim=1)
         weights = torch.stack([c.weights for c in self.circuits])  # (P, W)
         if self._runner.sim is not None:
+            _require_compiled_dtype(self._runner.sim, weights)
             return self._runner.sim(patches.transpose(0, 1), weights).transpose(0, 1)
         xb = patches.transpose(0, 1).reshape(P * B, F)
         wb = weights.repeat_interleave(B, dim=0)  # (P*B, W): row p*B + b carries patch p's weights
