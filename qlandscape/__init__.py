@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the eager imports, for type checkers and IDEs
@@ -189,6 +191,21 @@ __all__ = [
     "Result",
     # conformance suite: qlandscape.testing.check_model
 ]
+
+
+class _Package(types.ModuleType):
+    """This package's module type: when the import system binds a submodule whose name is also a public
+    name of it (``qlandscape.train``, the module, and ``qlandscape.train``, the function), the public name
+    wins, as it did with eager imports."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if (isinstance(value, types.ModuleType) and name in _EXPORTS
+                and value.__name__ == f"{__name__}.{name}" and hasattr(value, name)):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:

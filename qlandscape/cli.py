@@ -192,9 +192,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         overrides = merge_fast(args.fast) + overrides
     if args.command in ("train", "hessian", "scan", "demo"):
         overrides = (list(FAST_OVERRIDES) if args.fast else []) + overrides
-    if args.command == "compare" and any(o.split("=", 1)[0].strip() == "model.kind" for o in args.overrides):
-        print("qlandscape: configuration error: compare trains both kinds (patch_qnn and its matched patch_mlp) "
-              "and ignores model.kind; drop --set model.kind (train one kind with `qlandscape train`)",
+    kinds = [o for o in args.overrides if o.split("=", 1)[0].strip() == "model.kind"] if args.command == "compare" else []
+    if kinds:
+        print(f"qlandscape: configuration error: compare trains both kinds (patch_qnn and its matched patch_mlp) "
+              f"and would ignore {kinds[0].strip()}; drop --set model.kind (train one kind with `qlandscape train`)",
               file=sys.stderr)
         return 2
     try:

@@ -91,7 +91,7 @@ def test_kawase_learning_rate_comes_from_its_per_layer_table_and_an_override_of_
 
 def test_compare_refuses_model_kind_which_it_would_ignore(tmp_path, capsys):
     assert main(["compare", "--fast", "--set", "model.kind=mlp", "--out", str(tmp_path / "c")]) == 2
-    assert "ignores model.kind" in capsys.readouterr().err
+    assert "would ignore model.kind=mlp" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
 
 
@@ -116,3 +116,12 @@ def test_train_fast_is_a_smoke_run_and_set_values_win(tmp_path, capsys):
     assert main(["train", "--fast", "--set", "train.epochs=2", "--out", str(out), "--no-progress"]) == 0
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["data"]["n_samples"] == 300 and cfg["train"]["epochs"] == 2
+
+
+def test_a_public_name_that_is_also_a_submodule_stays_the_public_object_after_the_submodule_loads():
+    res = subprocess.run([sys.executable, "-c", "import qlandscape.pipeline, qlandscape.train\n"
+                          "from qlandscape import train\nimport qlandscape as ql\n"
+                          "print(callable(train), ql.train is train, train.__module__)"],
+                         env=_env(), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["True", "True", "qlandscape.train"]

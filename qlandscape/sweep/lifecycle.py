@@ -47,7 +47,8 @@ class SweepInterrupted(BaseException):
     ----------
     signum : int
     kept : list of str
-        Runs finished by this runner before the signal (filled in by :func:`~qlandscape.sweep.run_sweep`).
+        Runs this runner had to compute that are published (filled in by
+        :func:`~qlandscape.sweep.run_sweep` from the files, after its workers are stopped).
     stopped : list of str
         Runs that were in progress and were stopped (their finished steps stay in ``.work`` and resume).
     """
@@ -111,6 +112,12 @@ def stop_pool(pool: Any, timeout: float = 10.0) -> list[int]:
     """Kill the worker processes of a ``concurrent.futures.ProcessPoolExecutor`` and wait for them (at most
     ``timeout`` seconds); returns their pids. Other executors are left alone (returns [])."""
     procs = list((getattr(pool, "_processes", None) or {}).values())
+    if not procs:
+        return []
+    # Python 3.14's ProcessPoolExecutor.kill_workers order: shut down first (the manager thread stops
+    # feeding the call queue and expects the workers to go), then kill.
+    with contextlib.suppress(Exception):
+        pool.shutdown(wait=False, cancel_futures=True)
     for proc in procs:
         with contextlib.suppress(Exception):
             proc.kill()

@@ -280,7 +280,11 @@ def run_sweep(spec: SweepSpec, out: Union[str, Path], *, workers: int = 1, execu
                     _drive(ex, out, spec, plans, todo, threads, outcome, progress)
                 except SweepInterrupted as exc:
                     stop_pool(ex)
-                    exc.kept, exc.stopped = list(outcome.done), _in_progress(out, todo, outcome)
+                    # from the files, after the workers are gone: a run published just before its worker
+                    # was killed is kept too, though its result never reached this process
+                    exc.kept = [p.dirname for p in todo if is_done(out, p.dirname)]
+                    exc.stopped = [p.dirname for p in todo if not is_done(out, p.dirname)
+                                   and (out / WORK_DIR / p.dirname).is_dir()]
                     raise
                 except ExecutorFailed:
                     stop_pool(ex)
