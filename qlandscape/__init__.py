@@ -98,7 +98,7 @@ if TYPE_CHECKING:  # the eager imports, for type checkers and IDEs
         ntk_dynamics,
         run_spawn,
     )
-    from .objective import Counters, NonFiniteLossError, Objective
+    from .objective import Counters, MemoryBudgetError, NonFiniteLossError, Objective
     from .params import ParamSelector, ParamSpace, select_parameter_names
     from .patches import PatchGrid
     from .quantum import CircuitSpec, CompiledCircuit, PatchQNN
@@ -137,7 +137,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(['AlignmentResult', 'MergeResult', 'PermutationSpec', 'align_weights', 'apply_permutations', 'average_weights', 'interpolation_barriers', 'permutation_spec', 'random_permutations', 'weight_similarity'], '.merging'),
     **dict.fromkeys(['MLP', 'PatchMLP', 'SmallCNN'], '.models'),
     **dict.fromkeys(['KernelDistanceTrace', 'KernelDistanceTracker', 'KernelLearningResult', 'KernelRegressionResult', 'LinearizedModel', 'NTKDynamicsResult', 'SpawnPlan', 'SpawnResult', 'checkpoint_model', 'distances_to', 'empirical_ntk', 'kernel_distance', 'kernel_distance_matrix', 'kernel_learning_curve', 'kernel_regression', 'ntk_dynamics', 'run_spawn'], '.ntk'),
-    **dict.fromkeys(['Counters', 'NonFiniteLossError', 'Objective'], '.objective'),
+    **dict.fromkeys(['Counters', 'MemoryBudgetError', 'NonFiniteLossError', 'Objective'], '.objective'),
     **dict.fromkeys(['ParamSelector', 'ParamSpace', 'select_parameter_names'], '.params'),
     **dict.fromkeys(['PatchGrid'], '.patches'),
     **dict.fromkeys(['CircuitSpec', 'CompiledCircuit', 'PatchQNN'], '.quantum'),
@@ -153,7 +153,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     # objective: what every routine differentiates
-    "Objective", "NonFiniteLossError", "Counters", "ParamSpace", "ParamSelector", "select_parameter_names",
+    "Objective", "NonFiniteLossError", "MemoryBudgetError", "Counters", "ParamSpace", "ParamSelector", "select_parameter_names",
     "LossFunction", "make_loss",
     # model adapter: what a model can do, declared (the engine chooses routes from it)
     "ModelAdapter", "Capabilities", "ModuleInfo", "CapabilityError", "model_capabilities", "register_inspector",
