@@ -4,10 +4,15 @@ All probes run their Lanczos recurrences side by side, so each step is ONE batch
 on a ``(n_probes, n)`` block. Each probe ``q0 = z/sqrt(n)`` (Rademacher ``z``) yields a
 Gauss quadrature rule: nodes ``theta_j`` (Ritz values) and weights ``tau_j = (e_1^T s_j)^2``
 that sum to 1, and ``E[sum_j tau_j f(theta_j)] ~ tr f(H) / n``.
+
+A result is never silently non-finite: a Hessian whose scale leaves the floating-point range (a
+diverged training, not a minimum) raises :class:`SpectrumOverflowError` naming the quantity that
+overflowed and the ways out; numpy's own overflow warnings are not printed.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -29,6 +34,63 @@ from .operator import (
     low_precision_operator,
     work_since_all,
 )
+
+log = logging.getLogger("qlandscape")
+
+ZERO_SPECTRUM_SIGMA = 1.0
+"""Smoothing width (eigenvalue units) of :func:`spectral_density` when every Ritz value is exactly 0 and no
+``sigma`` is given: such a spectrum has no scale to derive one from (logged as a warning)."""
+
+_WAY_OUT = ("a model at a minimum does not have curvature of this size: check that its training converged "
+            "(qlandscape.fit: a diverged run, e.g. too large a learning rate, must be retrained with a smaller "
+            "train.lr), or rescale the loss (or the operator) to curvature of moderate size")
+
+
+class SpectrumOverflowError(FloatingPointError):
+    """The spectral density would not be finite (NaN or inf in the Lanczos recurrence, the quadrature nodes
+    or weights, the smoothed density or the trace estimate): the Hessian's scale is beyond the range of its
+    floating-point type (or the smoothing width below it). The message names the quantity and the ways out."""
+
+
+def _require_finite(what: str, value: Any, cause: str = "", way_out: str = _WAY_OUT) -> None:
+    """Raise :class:`SpectrumOverflowError` unless every entry of ``value`` is finite."""
+    arr = np.asarray(value, dtype=np.float64)
+    if not np.isfinite(arr).all():
+        bad = int(np.count_nonzero(~np.isfinite(arr)))
+        raise SpectrumOverflowError(f"SLQ spectral density: {what} is not finite ({bad} of {arr.size} entries NaN "
+                                    f"or inf){cause}; {way_out}")
+
+
+def _magnitude(x: np.ndarray) -> str:
+    """The largest finite magnitude in ``x`` as a short string ("none" when no entry is finite)."""
+    finite = np.abs(x[np.isfinite(x)])
+    return f"{float(finite.max()):.3g}" if finite.size else "none"
+
+
+def _standard_error(x: np.ndarray) -> float:
+    """Standard error of the mean of ``x`` (shape (P,)), ``std(x, ddof=1) / sqrt(P)``; NaN for ``P = 1``. When the
+    squared deviations alone overflow (entries beyond ~1e154) it is computed on ``x`` scaled by its largest
+    magnitude, so finite entries give a finite error."""
+    if x.size < 2:
+        return float("nan")
+    se = float(np.std(x, ddof=1) / math.sqrt(x.size))
+    if not math.isfinite(se) and np.isfinite(x).all():
+        top = float(np.max(np.abs(x)))
+        se = top * float(np.std(x / top, ddof=1) / math.sqrt(x.size))
+    return se
+
+
+def _row_norms(W: Tensor) -> Tensor:
+    """Euclidean norm of each row of ``W`` (b, n), shape (b,). Rows whose plain norm overflows (squares beyond
+    the dtype's range although every entry is finite) are recomputed scaled by their largest entry, so only a
+    non-finite entry gives a non-finite norm; other rows are the plain ``W.norm(dim=1)``, bit for bit."""
+    b = W.norm(dim=1)
+    over = ~torch.isfinite(b)
+    if bool(over.any()):
+        rows = W[over]
+        m = rows.abs().amax(dim=1)
+        b[over] = m * (rows / m.clamp_min(torch.finfo(W.dtype).tiny)[:, None]).norm(dim=1)
+    return b
 
 
 @dataclass
@@ -91,12 +153,43 @@ class DensityResult(Result):
 
 
 def gaussian_smoothing(nodes: np.ndarray, weights: np.ndarray, grid: np.ndarray, sigma: float) -> np.ndarray:
-    """``mean_p sum_j w_pj N(grid; nodes_pj, sigma^2)``, shape ``(len(grid),)``."""
-    if sigma <= 0:
-        raise ValueError(f"sigma must be positive, got {sigma}")
-    d = (grid[None, None, :] - nodes[:, :, None]) / sigma
-    k = np.exp(-0.5 * d * d) / (sigma * math.sqrt(2 * math.pi))
-    return np.einsum("pj,pjg->g", weights, k) / nodes.shape[0]
+    """``mean_p sum_j w_pj N(grid; nodes_pj, sigma^2)``, shape ``(len(grid),)``.
+
+    Parameters
+    ----------
+    nodes, weights : ndarray, shape (P, m)
+        Quadrature nodes (eigenvalue units) and weights per probe.
+    grid : ndarray, shape (G,)
+        Where to evaluate the density (eigenvalue units).
+    sigma : float
+        Gaussian width (eigenvalue units), finite and > 0.
+
+    Returns
+    -------
+    ndarray, shape (G,)
+        The density (1 / eigenvalue units). Gaussians that underflow to 0 far from their node are 0 (no
+        numpy warning).
+
+    Raises
+    ------
+    ValueError
+        ``sigma`` not a finite positive number.
+    SpectrumOverflowError
+        The density is not finite (a ``sigma`` so small that ``1 / sigma`` overflows, or nodes that are not
+        finite).
+    """
+    if not (isinstance(sigma, (int, float, np.floating, np.integer)) and math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"sigma must be a finite positive number, got {sigma!r}")
+    with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+        d = (grid[None, None, :] - nodes[:, :, None]) / sigma
+        k = np.exp(-0.5 * d * d) / (sigma * math.sqrt(2 * math.pi))
+        density = np.einsum("pj,pjg->g", weights, k) / nodes.shape[0]
+    nodes64 = np.asarray(nodes, dtype=np.float64)
+    if np.isfinite(nodes64).all():
+        _require_finite("the smoothed density", density, f" at smoothing width sigma={sigma:.3g} (nodes up to "
+                        f"{_magnitude(nodes64)} in magnitude)", "sigma is too small for float64: pass a larger sigma")
+    _require_finite("the smoothed density", density, f" (nodes up to {_magnitude(nodes64)} in magnitude)")
+    return density
 
 
 def spectral_density(target: Union[Objective, SymmetricOperator, Tensor], *, n_probes: int = 10,
@@ -129,10 +222,33 @@ def spectral_density(target: Union[Objective, SymmetricOperator, Tensor], *, n_p
         most 2.5e-4 sigma, the trace estimate by 5.5e-5 standard errors, 1.6x faster.
         Recorded as ``provenance["hvp_dtype"]``.
     progress : bool
+
+    Returns
+    -------
+    DensityResult
+        Every array and number in it finite (``trace_stderr`` is NaN with one probe). A spectrum whose Ritz
+        values are all exactly 0 (a Hessian that vanishes on every probe's Krylov space, as at a saturated,
+        diverged network) is smoothed with ``sigma = ZERO_SPECTRUM_SIGMA`` (1) unless ``sigma`` is given, and
+        logged as a warning.
+
+    Raises
+    ------
+    SpectrumOverflowError
+        (a ``FloatingPointError``) When the recurrence coefficients, the quadrature nodes or weights, the
+        density or the trace estimate are not finite: the Hessian's scale is beyond its dtype's range (or the
+        operator returned NaN/inf). The message names the quantity, the step and the magnitude reached, and the
+        ways out (a model at a minimum has no such curvature: check the training, retrain with a smaller
+        learning rate, or rescale the loss). Row norms whose squares alone overflow are computed scaled, so a
+        Hessian of huge but representable scale (eigenvalues ~1e200) gives its spectrum, not an error.
+    ValueError
+        ``n_probes`` or ``n_steps`` below 1, or ``sigma`` given but not finite and positive.
     """
     op = as_operator(target)
     if n_probes < 1 or n_steps < 1:
         raise ValueError(f"n_probes and n_steps must be >= 1, got {n_probes}, {n_steps}")
+    if sigma is not None and not (isinstance(sigma, (int, float, np.floating, np.integer))
+                                  and math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"sigma must be a finite positive number (or None: automatic), got {sigma!r}")
     n = op.n
     m = min(n_steps, n)
     P = n_probes
@@ -165,9 +281,18 @@ def spectral_density(target: Union[Objective, SymmetricOperator, Tensor], *, n_p
             basis = Q[p, :j + 1]  # contiguous (j + 1, n); torch.bmm with a vector operand is ~10x slower
             for _ in range(2):
                 W[p] -= torch.mv(basis.T, torch.mv(basis, W[p]))
-        b = W.norm(dim=1)
+        b = _row_norms(W)
         A[:, j] = a.detach().cpu().numpy()
         bn = b.detach().cpu().numpy()
+        if not (np.isfinite(A[:, j]).all() and np.isfinite(bn).all()):
+            reached = _magnitude(np.concatenate([A[:, :j + 1].ravel(), B[:, :j].ravel(), bn]))
+            bar.close()
+            source = ("a Hessian-vector product is NaN or inf" if not bool(torch.isfinite(W).all())
+                      else "a recurrence coefficient overflowed")
+            raise SpectrumOverflowError(
+                f"SLQ spectral density: the Lanczos recurrence is not finite at step {j + 1} of {m} ({source}; "
+                f"largest finite coefficient {reached} in {str(op.dtype).replace('torch.', '')}): the Hessian's "
+                f"scale is beyond floating-point range; {_WAY_OUT}")
         scale = max(scale, float(np.max(np.abs(A[:, j]))), float(np.max(bn)))
         bar.update(1)
         if j + 1 == m:
@@ -186,26 +311,46 @@ def spectral_density(target: Union[Objective, SymmetricOperator, Tensor], *, n_p
     weights = np.zeros((P, m))
     for p in range(P):
         L = int(lengths[p])
-        if L == 1:
-            theta, S = A[p, :1], np.ones((1, 1))
-        else:
-            theta, S = eigh_tridiagonal(A[p, :L], B[p, :L - 1])
-        nodes[p, :L] = theta
-        weights[p, :L] = S[0, :] ** 2
+        with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+            if L == 1:
+                theta, S = A[p, :1], np.ones((1, 1))
+            else:
+                theta, S = eigh_tridiagonal(A[p, :L], B[p, :L - 1])
+            nodes[p, :L] = theta
+            weights[p, :L] = S[0, :] ** 2
+    scale_note = f" (largest Lanczos coefficient {_magnitude(np.concatenate([A.ravel(), B.ravel()]))})"
+    _require_finite("the quadrature nodes", nodes, scale_note)
+    _require_finite("the quadrature weights", weights, scale_note)
     mask = weights > 0
     lam_min = float(np.min(nodes[mask])) if mask.any() else 0.0
     lam_max = float(np.max(nodes[mask])) if mask.any() else 0.0
-    spread = lam_max - lam_min
-    if sigma is None:
-        sigma = spread / 200 if spread > 0 else max(abs(lam_max), np.finfo(float).tiny) * 1e-3
-    grid = np.linspace(lam_min - 5 * sigma, lam_max + 5 * sigma, grid_size)
+    with np.errstate(over="ignore", invalid="ignore"):
+        spread = lam_max - lam_min
+        if sigma is None:
+            if spread > 0:
+                sigma = spread / 200
+            elif lam_max != 0:
+                sigma = abs(lam_max) * 1e-3
+            else:
+                sigma = ZERO_SPECTRUM_SIGMA
+                log.warning("SLQ spectral density: every Ritz value of all %d probes is exactly 0 (the Hessian "
+                            "vanishes on their Krylov spaces: a saturated network, e.g. after a diverged training, "
+                            "or parameters the loss does not depend on); smoothing the point mass at 0 with "
+                            "sigma=%g (pass sigma to choose)", P, sigma)
+        grid = np.linspace(lam_min - 5 * sigma, lam_max + 5 * sigma, grid_size)
+        per_probe = n * np.sum(weights * nodes, axis=1)
+        tr_mean = float(np.mean(per_probe))
+        tr_se = _standard_error(per_probe)
+    _require_finite("the eigenvalue range", [lam_min, lam_max, spread, sigma], f" (Ritz values in [{lam_min:.3g}, "
+                    f"{lam_max:.3g}])")
+    _require_finite("the density grid", grid, f" (sigma={sigma:.3g}, Ritz values in [{lam_min:.3g}, {lam_max:.3g}])")
+    _require_finite("the trace estimate", [tr_mean] + ([tr_se] if P > 1 else []),
+                    f" (n={n} times Ritz values up to {_magnitude(nodes)})")
     density = gaussian_smoothing(nodes, weights, grid, sigma)
-    per_probe = n * np.sum(weights * nodes, axis=1)
     work = work_since_all((full,) if hop is full else (full, hop), before)
-    tr_se = float(np.std(per_probe, ddof=1) / math.sqrt(P)) if P > 1 else float("nan")
     return DensityResult(nodes=nodes, weights=weights, lengths=lengths.astype(np.int64), grid=grid,
                          density=density, sigma=float(sigma), lambda_min=lam_min, lambda_max=lam_max,
-                         trace_estimate=float(np.mean(per_probe)), trace_stderr=tr_se, n_params=n,
+                         trace_estimate=tr_mean, trace_stderr=tr_se, n_params=n,
                          n_hvp=work.get("hvp", 0), wall_time_s=time.perf_counter() - start,
                          provenance=dict(full.provenance(), seed=seed, seed_stream="slq", work=work,
                                          hvp_dtype=str(hop.dtype).replace("torch.", "")))
