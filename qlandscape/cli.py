@@ -259,6 +259,14 @@ def _run(args: argparse.Namespace, cfg: RunConfig, out: Path) -> int:
             scan = pipeline.run_scan(cfg, out, progress, force=args.force)
             print(f"scan {scan.loss.shape}: centre loss {scan.center_loss:.6g}, min {float(scan.loss.min()):.6g}, "
                   f"max {float(scan.loss.max()):.6g} -> {out / 'scan.png'}")
+        if args.command in ("train", "hessian", "scan", "demo"):
+            model, tr, ds = pipeline.ensure_trained(cfg, out, False)  # reused: the fit verdict of what was measured
+            fit = pipeline.fit_report(model, tr, ds, cfg)
+            for message in fit.messages:
+                print(f"warning: not at a minimum: {message}")
+            if not fit.ok:
+                print("warning: the results above describe the trained weights, which are not a minimum of the "
+                      "training loss; lower train.lr or train longer before reading them as a minimum's geometry")
     except (ValueError, FloatingPointError, DeviceUnavailableError, CapabilityError) as exc:
         print(f"qlandscape: error: {exc}", file=sys.stderr)
         return 1

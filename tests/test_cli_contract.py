@@ -125,3 +125,14 @@ def test_a_public_name_that_is_also_a_submodule_stays_the_public_object_after_th
                          env=_env(), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["True", "True", "qlandscape.train"]
+
+
+def test_single_run_commands_warn_when_the_trained_weights_are_not_a_minimum(tmp_path, capsys):
+    out = tmp_path / "diverged"
+    assert main(["train", "--fast", "--set", "train.lr=1e6", "--set", "train.epochs=2", "--out", str(out),
+                 "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "warning: not at a minimum: loss_above_start" in text
+    assert "which are not a minimum of the training loss" in text
+    assert main(["train", "--fast", "--out", str(tmp_path / "ok"), "--no-progress"]) == 0  # |g|/|g0| ~ 0.38
+    assert "not a minimum" not in capsys.readouterr().out

@@ -425,3 +425,44 @@ def test_a_bad_executor_and_an_unusable_out_fail_before_any_file_or_model(spec_f
         assert "--out" in capsys.readouterr().err
     finally:
         readonly.chmod(0o700)
+
+
+# ------------------------------------------------------------------------------------------ 6. bad fits
+def test_healthy_runs_carry_a_clean_fit_verdict(reference):
+    for run in (reference / "runs").iterdir():
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["fit_ok"] is True and metrics["fit_flags"] == [], (run.name, metrics["fit"])
+
+
+def test_a_diverged_training_is_flagged_in_metrics_status_and_report_not_published_as_a_minimum(spec_file, tmp_path,
+                                                                                               capsys):
+    pytest.importorskip("pandas")
+    from qlandscape.cli import main
+    out = tmp_path / "diverged"
+    argv = ["sweep", "run", str(spec_file), "--out", str(out), "--executor", "serial", "--no-progress",
+            "--set", "train.lr=1e6", "--set", "train.epochs=3"]
+    assert main(argv) == 0  # measured and published, flagged (the default sweep.bad_fit = "flag")
+    text = capsys.readouterr().out
+    assert "4 done run(s) were measured where the training did not reach a minimum" in text
+    for run in (out / "runs").iterdir():
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["fit_ok"] is False and metrics["fit_failed"] is True
+        assert {"loss_above_start", "chance_accuracy"} <= set(metrics["fit_flags"])
+        assert metrics["fit"]["loss"] > metrics["fit"]["initial_loss"]
+    assert main(["sweep", "report", str(out)]) == 0
+    capsys.readouterr()
+    report = (out / "report" / "report.md").read_text()
+    assert report.count("**2/2 not at a minimum**") == 2  # both architectures, both seeds
+    assert "fit_ok" in (out / "report" / "results.csv").read_text().splitlines()[0]
+
+
+def test_bad_fit_fail_records_the_run_as_failed_before_any_measurement(spec_file, tmp_path, capsys):
+    from qlandscape.cli import main
+    out = tmp_path / "strict"
+    argv = ["sweep", "run", str(spec_file), "--out", str(out), "--executor", "serial", "--no-progress",
+            "--set", "train.lr=1e6", "--set", "train.epochs=3", "--set", "sweep.bad_fit=fail"]
+    assert main(argv) == 1
+    text = capsys.readouterr().out
+    assert "0/4 done, 4 failed" in text and "BadFitError: the training did not reach a minimum" in text
+    for work in (out / ".work").iterdir():  # trained, never measured
+        assert (work / "train.json").is_file() and not list(work.glob("hessian*"))

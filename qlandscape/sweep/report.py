@@ -153,7 +153,9 @@ def summarize(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     list of dict
         One dict per group of rows equal on all :data:`GROUP_KEYS`, with the group keys, ``n_seeds``
         (distinct seeds), ``n_runs`` (rows; larger than ``n_seeds`` only when a seed was run twice, which is
-        logged) and for each metric ``m`` of :data:`METRICS`: ``m_mean``, ``m_std`` (sample standard deviation,
+        logged), ``fit_checked`` (runs with a fit verdict; runs of older versions have none), ``fit_flagged`` (runs whose training did not reach a minimum, :mod:`qlandscape.fit`; they
+        enter the statistics, and the report marks them) with ``fit_flags`` (their flags, ``;``-joined), and
+        for each metric ``m`` of :data:`METRICS`: ``m_mean``, ``m_std`` (sample standard deviation,
         ddof=1; ``None`` with fewer than two values), ``m_min``, ``m_max`` and ``m_n`` (the number of values
         used). ``None`` and NaN values are left out, never counted as 0; a metric with no value has ``None``
         statistics and ``m_n = 0``. Sorted by model (quantum first, then classical, then others), patches,
@@ -168,6 +170,10 @@ def summarize(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         entry: dict[str, Any] = dict(zip(GROUP_KEYS, key))
         entry["n_seeds"] = len(seeds)
         entry["n_runs"] = len(group)
+        flagged = [row for row in group if row.get("fit_ok") is False]
+        entry["fit_checked"] = sum(1 for row in group if isinstance(row.get("fit_ok"), bool))
+        entry["fit_flagged"] = len(flagged)
+        entry["fit_flags"] = ";".join(sorted({f for row in flagged for f in (row.get("fit_flags") or [])}))
         for metric in METRICS:
             for suffix, value in _stats(row.get(metric) for row in group).items():
                 entry[f"{metric}_{suffix}"] = value
@@ -242,13 +248,15 @@ def render_markdown(summary: Sequence[Mapping[str, Any]], title: str = DEFAULT_T
     lines.append("Columns: λ_max = largest Hessian eigenvalue of the training loss at the trained minimum, mean ± "
                  "sample standard deviation over seeds (no ± with one value; \"k/n\" when only k of the n seeds "
                  "have a value); seeds = number of seeds; test acc = mean test accuracy over seeds; params = number "
-                 "of trainable parameters (the range when seeds differ). Numbers have 4 significant digits; "
-                 "— = not measured.")
+                 "of trainable parameters (the range when seeds differ); fit = whether every run's training reached a "
+                 "minimum (qlandscape.fit: not diverged, finite, above chance accuracy, gradient small), else how "
+                 "many did not and why: their λ_max is measured at a point that is not a minimum. Numbers have 4 "
+                 "significant digits; — = not measured.")
     lines.append("")
     if not summary:
         lines += ["_No finished runs._", ""]
         return "\n".join(lines)
-    head = ["patches", "layers", "qubits", "ansatz", "aggregation", "seeds", "λ_max", "test acc", "params"]
+    head = ["patches", "layers", "qubits", "ansatz", "aggregation", "seeds", "λ_max", "test acc", "params", "fit"]
     for model in _models(summary):
         lines += [f"## {model}", "", "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
         for entry in sorted((e for e in summary if e.get("model") == model),
@@ -264,7 +272,10 @@ def render_markdown(summary: Sequence[Mapping[str, Any]], title: str = DEFAULT_T
             lo, hi = entry.get("n_params_min"), entry.get("n_params_max")
             params = _fmt_count(lo) if lo == hi else f"{_fmt_count(lo)}–{_fmt_count(hi)}"
             cells = [_md_cell(entry.get(k)) for k in GROUP_KEYS[1:]]
-            cells += [_md_cell(n_seeds), lam, _fmt(entry.get("test_acc_mean")), params]
+            flagged = entry.get("fit_flagged") or 0
+            fit = (f"**{flagged}/{n_rows} not at a minimum** ({entry.get('fit_flags')})" if flagged
+                   else "ok" if entry.get("fit_checked") else "—")
+            cells += [_md_cell(n_seeds), lam, _fmt(entry.get("test_acc_mean")), params, fit]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)

@@ -426,6 +426,9 @@ class SweepStatus:
         them to ``damaged/`` and computes them again).
     runner : str or None
         How the last runner ended, when not cleanly (running, killed, interrupted, executor failure).
+    unfit : dict
+        Done runs whose training did not reach a minimum (``metrics.json``'s ``fit_flags``,
+        :mod:`qlandscape.fit`) -> their flags: measured, but not at a minimum.
     """
 
     name: str
@@ -438,6 +441,7 @@ class SweepStatus:
     extra: list[str]
     damaged: dict[str, str] = field(default_factory=dict)
     runner: Optional[str] = None
+    unfit: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -471,6 +475,10 @@ class SweepStatus:
             if left:
                 lines.append(f"remaining work at the mean time per run: about {left * statistics.mean(w):.0f} "
                              "s of one worker")
+        if self.unfit:
+            lines.append(f"{len(self.unfit)} done run(s) were measured where the training did not reach a minimum "
+                         "(their rows are flagged in the report):")
+            lines += [f"  not at a minimum {name}: {', '.join(flags)}" for name, flags in self.unfit.items()]
         for name in self.failed:
             lines.append(f"failed {name}: {self.errors.get(name, '')}")
         if self.failed:
@@ -501,6 +509,7 @@ def sweep_status(out: Union[str, Path]) -> SweepStatus:
     errors: dict[str, str] = {}
     walls: dict[str, float] = {}
     damaged: dict[str, str] = {}
+    unfit: dict[str, list[str]] = {}
     names = [r["dirname"] for r in record["runs"]]
     for name in names:
         if is_done(out, name):
@@ -512,6 +521,9 @@ def sweep_status(out: Union[str, Path]) -> SweepStatus:
             run = read_json(out / RUNS_DIR / name / "run.json") or {}
             if isinstance(run.get("wall_s"), (int, float)):
                 walls[name] = float(run["wall_s"])
+            metrics = read_json(out / RUNS_DIR / name / "metrics.json") or {}
+            if metrics.get("fit_ok") is False:
+                unfit[name] = [str(f) for f in metrics.get("fit_flags") or []]
         elif (out / FAILED_DIR / f"{name}.json").is_file():
             failed.append(name)
             rec = read_json(out / FAILED_DIR / f"{name}.json") or {}
@@ -524,7 +536,7 @@ def sweep_status(out: Union[str, Path]) -> SweepStatus:
         if (out / RUNS_DIR).is_dir() else []
     extra = sorted(set(published) - set(names))
     return SweepStatus(record.get("name", "sweep"), done, failed, started, remaining, errors, walls, extra,
-                       damaged=damaged, runner=describe_runner(read_runner_record(out)))
+                       damaged=damaged, runner=describe_runner(read_runner_record(out)), unfit=unfit)
 
 
 # ------------------------------------------------------------------------------------------ collect

@@ -6,7 +6,7 @@ built, so a bad spec fails before any work with one line naming the field (``gri
 ``measure.scans``, ``train.lr``, ...). The file has three sweep tables and any sections of the run
 configuration (``qlandscape/configs/default.toml`` documents those)::
 
-    [sweep]                      # name, description, save_model
+    [sweep]                      # name, description, save_model, bad_fit
     [grid]                       # the axes: model, patches, layers, qubits, ansatz, aggregation, seeds
     [grid.lr_by_layers]          # optional: learning rate per layers value ("50" = 1e-2, ...)
     [measure]                    # eigs, trace, density, scans, grad_var_inits, grad_var_samples
@@ -60,6 +60,8 @@ RUN_SECTIONS: tuple[str, ...] = ("data", "model", "patch", "train", "objective",
 PATCH_AXES: dict[str, str] = {"patches": "n_patches", "layers": "layers", "qubits": "n_qubits", "ansatz": "ansatz",
                               "aggregation": "aggregation"}
 """``[grid]`` axes that set a ``[patch]`` key of every run: axis -> ``patch`` key."""
+BAD_FIT_CHOICES: tuple[str, ...] = ("flag", "fail")
+"""``sweep.bad_fit`` values (see :class:`SweepMeta`)."""
 RUN_FORMAT = 1
 """Version of the run identity's canonical form (a change makes every run id new)."""
 
@@ -77,13 +79,18 @@ def _check_str_choices(section: str, key: str, value: Any, allowed: tuple[str, .
 # ------------------------------------------------------------------------------------------ tables
 @dataclass(frozen=True)
 class SweepMeta:
-    """``[sweep]``: ``name`` (letters, digits, ``-``, ``_``), ``description``, and ``save_model`` (keep the
+    """``[sweep]``: ``name`` (letters, digits, ``-``, ``_``), ``description``, ``save_model`` (keep the
     minimum's weights, ``model.pt``, in each run directory; the trajectory of recorded checkpoints is
-    always in ``train.npz``)."""
+    always in ``train.npz``) and ``bad_fit``: what a run does when its training did not reach a minimum
+    (:mod:`qlandscape.fit`: diverged, non-finite, at chance accuracy, gradient not small): ``"flag"``
+    (default) measures anyway and records the flags in ``metrics.json`` (``fit_ok``, ``fit_flags``), the
+    results table and ``report.md``; ``"fail"`` records the run as failed, with the flags as its error,
+    before any measurement. Neither changes a run's id."""
 
     name: str = "sweep"
     description: str = ""
     save_model: bool = True
+    bad_fit: str = "flag"
 
     def __post_init__(self) -> None:
         if not (isinstance(self.name, str) and self.name and all(c.isalnum() or c in "-_" for c in self.name)):
@@ -91,6 +98,8 @@ class SweepMeta:
         if not isinstance(self.description, str):
             _fail("sweep", "description", self.description, "a string")
         _check_bool("sweep", "save_model", self.save_model)
+        if self.bad_fit not in BAD_FIT_CHOICES:
+            _fail("sweep", "bad_fit", self.bad_fit, f"one of {list(BAD_FIT_CHOICES)}")
 
 
 @dataclass(frozen=True)
@@ -210,12 +219,15 @@ class RunPlan:
         The complete, validated run configuration.
     measure : MeasureSpec
     save_model : bool
+    bad_fit : {"flag", "fail"}
+        See :class:`SweepMeta`.
     """
 
     coords: dict[str, Any]
     config: RunConfig
     measure: MeasureSpec
     save_model: bool = True
+    bad_fit: str = "flag"
 
     def identity(self) -> dict[str, Any]:
         """The canonical form hashed into :attr:`run_id`: what can change the run's results, i.e. the
@@ -261,12 +273,13 @@ class RunPlan:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (what a worker receives; :meth:`from_dict` inverts it)."""
         return {"coords": dict(self.coords), "config": self.config.to_dict(),
-                "measure": dataclasses.asdict(self.measure), "save_model": self.save_model}
+                "measure": dataclasses.asdict(self.measure), "save_model": self.save_model, "bad_fit": self.bad_fit}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "RunPlan":
         return cls(coords=dict(raw["coords"]), config=config_from_dict(raw["config"]),
-                   measure=MeasureSpec(**raw["measure"]), save_model=bool(raw["save_model"]))
+                   measure=MeasureSpec(**raw["measure"]), save_model=bool(raw["save_model"]),
+                   bad_fit=str(raw.get("bad_fit", "flag")))
 
 
 # ------------------------------------------------------------------------------------------ spec
@@ -319,7 +332,7 @@ class SweepSpec:
                 cfg = self._config_at(coords)
             except ValueError as exc:
                 raise ValueError(f"grid point {coords}: {exc}") from None
-            plans.append(RunPlan(coords, cfg, self.measure, self.meta.save_model))
+            plans.append(RunPlan(coords, cfg, self.measure, self.meta.save_model, self.meta.bad_fit))
             for kind in self.measure.scans:
                 try:
                     plans[-1].scan_config(kind)

@@ -4,8 +4,11 @@ The run is computed in ``ROOT/.work/<dirname>/``, a pipeline run directory
 (:mod:`qlandscape.rundir`): each step (training, the Hessian parts, the scans, the gradient variance)
 is written atomically with its stamp as it finishes, so a run killed half-way resumes from its last
 finished step. When every step is done the worker writes ``run.json`` (the plan, package versions,
-device, host, times), ``metrics.json`` (the scalars of the results table) and ``arrays.npz`` (the
-curves and spectra), fsyncs them, and renames the directory to ``ROOT/runs/<dirname>/`` in one atomic
+device, host, times), ``metrics.json`` (the scalars of the results table, with the fit verdict
+``fit_ok`` / ``fit_failed`` / ``fit_flags`` / ``fit`` of :mod:`qlandscape.fit`: whether the measured
+point is a minimum), ``arrays.npz`` (the curves and spectra) and, last, ``manifest.json`` (the SHA-256
+of every file, :mod:`~qlandscape.sweep.manifest`), fsyncs them, and renames the directory to
+``ROOT/runs/<dirname>/`` in one atomic
 step: a run directory under ``runs/`` is always complete. A run that raises is recorded in
 ``ROOT/failed/<dirname>.json`` (error, traceback, the end of its log) and its finished steps stay in
 ``.work`` for a retry.
@@ -118,6 +121,10 @@ def is_done(root: Path, dirname: str) -> bool:
     return (Path(root) / RUNS_DIR / dirname / "run.json").is_file()
 
 
+class BadFitError(RuntimeError):
+    """The run's training did not reach a minimum and ``sweep.bad_fit = "fail"`` (:class:`~qlandscape.fit.FitReport`)."""
+
+
 _RUN_LOCK = threading.Lock()
 """One run at a time per process: torch's global RNG (model initialization), its thread count and the
 ``qlandscape`` logger are process-wide, so runs sharing a process concurrently (a Dask worker with
@@ -210,6 +217,11 @@ def _measure(p: Any, work: Path) -> tuple[dict[str, Any], dict[str, np.ndarray],
     for key in ("train_loss", "train_metric", "test_loss", "test_metric", "steps"):
         arrays[f"train/{key}"] = np.asarray(getattr(tr, key))
     arrays["train/lr"] = np.asarray(tr.lr)
+    fit = pipeline.fit_report(model, tr, ds, cfg)
+    metrics.update(fit_ok=fit.ok, fit_failed=fit.failed, fit_flags=list(fit.flags), fit=fit.to_dict())
+    if not fit.ok and p.bad_fit == "fail":
+        raise BadFitError(f"the training did not reach a minimum ({'; '.join(fit.messages)}); not measured "
+                          "(sweep.bad_fit = 'fail'; 'flag' measures it and flags the results)")
 
     parts = [name for name, on in (("eigs", m.eigs), ("trace", m.trace), ("density", m.density)) if on]
     if parts:
