@@ -259,9 +259,8 @@ def _run(args: argparse.Namespace, cfg: RunConfig, out: Path) -> int:
             scan = pipeline.run_scan(cfg, out, progress, force=args.force)
             print(f"scan {scan.loss.shape}: centre loss {scan.center_loss:.6g}, min {float(scan.loss.min()):.6g}, "
                   f"max {float(scan.loss.max()):.6g} -> {out / 'scan.png'}")
-        if args.command in ("train", "hessian", "scan", "demo"):
-            model, tr, ds = pipeline.ensure_trained(cfg, out, False)  # reused: the fit verdict of what was measured
-            fit = pipeline.fit_report(model, tr, ds, cfg)
+        fit = pipeline.checked_fit(out) if args.command in ("train", "hessian", "scan", "demo") else None
+        if fit is not None:  # the verdict on the trained weights everything above was measured at
             for message in fit.messages:
                 print(f"warning: not at a minimum: {message}")
             if not fit.ok:

@@ -290,6 +290,7 @@ def _check_fit(rd: RunDir, stamp: Stamp, cfg: RunConfig, model: nn.Module, tr: T
     converged (``gradient_not_small`` alone: every short smoke run)."""
     key = (str(rd.path.resolve()), stamp.identity)
     if key in _FIT_SEEN:
+        _FIT_SEEN[key] = _FIT_SEEN.pop(key)  # most recent last (checked_fit)
         return _FIT_SEEN[key]
     try:
         report = fit_report(model, tr, ds, cfg)
@@ -302,6 +303,14 @@ def _check_fit(rd: RunDir, stamp: Stamp, cfg: RunConfig, model: nn.Module, tr: T
     for message in report.messages:
         log.log(level, "fit check: %s", message)
     return report
+
+
+def checked_fit(out: Path) -> Optional[FitReport]:
+    """The fit verdict of the model most recently trained or reused in the run directory ``out`` by this
+    process (what the train step checked and logged), or None when none was checked here."""
+    path = str(Path(out).resolve())
+    reports = [report for (where, _), report in _FIT_SEEN.items() if where == path]
+    return reports[-1] if reports else None
 
 
 def ensure_trained(cfg: RunConfig, out: Path, progress: bool = True,

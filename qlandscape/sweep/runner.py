@@ -14,10 +14,14 @@ per unfinished grid point to an executor and waits on the futures.
 - Any ``concurrent.futures.Executor`` instance from Python.
 
 The sweep directory ``DIR`` holds ``sweep.json`` (the current spec and its run list; every spec ever run
-is also kept in ``specs/<digest>.json``), ``runs/<dirname>/`` (published runs, the source of truth),
-``failed/<dirname>.json`` (failures), ``.work/`` (unfinished runs) and ``report/``. Re-running a spec
-skips published runs (and, unless ``retry_failed``, failed ones); a changed spec adds only its new grid
-points. One runner per directory at a time (``DIR/.lock``).
+is also kept in ``specs/<digest>.json``), ``runs/<dirname>/`` (published runs, the source of truth, each
+with a ``manifest.json`` of checksums), ``failed/<dirname>.json`` (failures), ``.work/`` (unfinished
+runs), ``damaged/`` (published runs whose files stopped matching their manifest, moved aside, never
+deleted), ``runner.json`` (how the last runner ended) and ``report/``. Re-running a spec skips intact
+published runs (and, unless ``retry_failed``, failed ones); a changed spec adds only its new grid
+points. One runner per directory at a time (``DIR/.lock``). What survives which fault, and what the
+rerun does, is the table in the README's "Sweeps" section (each row a test in
+``tests/test_sweep_faults.py``).
 """
 
 from __future__ import annotations
