@@ -927,13 +927,16 @@ def _validate(op: SymmetricOperator, k: int, which: str) -> str:
 def dense_eigs(target: Union[Objective, SymmetricOperator, Tensor], k: int = 1,
                which: str = "largest") -> EigResult:
     """Eigenpairs from the dense matrix (``n`` batched HVPs in the target's dtype, then
-    ``torch.linalg.eigh``)."""
+    ``torch.linalg.eigh``; a float16/bfloat16 matrix is decomposed in float32, which holds its entries
+    exactly)."""
     op = as_operator(target)
     which = _validate(op, k, which)
     start = time.perf_counter()
     work0 = op.work()
     hvp0 = work0.get("hvp", 0)
     M = dense_matrix(op)
+    if M.dtype in (torch.float16, torch.bfloat16):  # eigh has no half kernels; the entries are exact in float32
+        M = M.to(torch.float32)
     evals, evecs = torch.linalg.eigh(M)
     theta = evals.detach().cpu().numpy()
     idx = _wanted(theta, k, which)
