@@ -113,8 +113,7 @@ def _sweep_main(args: argparse.Namespace) -> int:
     from .sweep.lifecycle import ExecutorFailed, SweepInterrupted
     try:
         if args.sweep_command == "status":
-            st = sweep_status(args.out)
-            print(st.summary())
+            print(sweep_status(args.out).summary())
             return 0
         if args.sweep_command == "report":
             try:
@@ -148,6 +147,10 @@ def _sweep_main(args: argparse.Namespace) -> int:
         _print_status(args.out)
         return exc.exit_code
     except ExecutorFailed as exc:
+        print(f"qlandscape: error: {exc}", file=sys.stderr)
+        _print_status(args.out)
+        return 1
+    except RuntimeError as exc:  # any other runner error: one line, the records as they are
         print(f"qlandscape: error: {exc}", file=sys.stderr)
         _print_status(args.out)
         return 1

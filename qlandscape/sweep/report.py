@@ -153,8 +153,9 @@ def summarize(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     list of dict
         One dict per group of rows equal on all :data:`GROUP_KEYS`, with the group keys, ``n_seeds``
         (distinct seeds), ``n_runs`` (rows; larger than ``n_seeds`` only when a seed was run twice, which is
-        logged), ``fit_checked`` (runs with a fit verdict; runs of older versions have none), ``fit_flagged`` (runs whose training did not reach a minimum, :mod:`qlandscape.fit`; they
-        enter the statistics, and the report marks them) with ``fit_flags`` (their flags, ``;``-joined), and
+        logged), ``fit_checked`` (runs with a fit verdict; runs of older versions have none), ``fit_flagged``
+        (runs whose training did not reach a minimum, :mod:`qlandscape.fit`; they enter the statistics, and
+        the report marks them) with ``fit_flags`` (their flags, ``;``-joined), and
         for each metric ``m`` of :data:`METRICS`: ``m_mean``, ``m_std`` (sample standard deviation,
         ddof=1; ``None`` with fewer than two values), ``m_min``, ``m_max`` and ``m_n`` (the number of values
         used). ``None`` and NaN values are left out, never counted as 0; a metric with no value has ``None``

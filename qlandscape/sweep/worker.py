@@ -217,9 +217,15 @@ def _measure(p: Any, work: Path) -> tuple[dict[str, Any], dict[str, np.ndarray],
     for key in ("train_loss", "train_metric", "test_loss", "test_metric", "steps"):
         arrays[f"train/{key}"] = np.asarray(getattr(tr, key))
     arrays["train/lr"] = np.asarray(tr.lr)
-    fit = pipeline.fit_report(model, tr, ds, cfg)
-    metrics.update(fit_ok=fit.ok, fit_failed=fit.failed, fit_flags=list(fit.flags), fit=fit.to_dict())
-    if not fit.ok and p.bad_fit == "fail":
+    try:
+        fit = pipeline.fit_report(model, tr, ds, cfg)
+    except (ValueError, RuntimeError, FloatingPointError) as exc:  # the check must not cost the run
+        log.warning("fit check of %s not done (%s: %s); fit_ok is null", p.dirname, type(exc).__name__, exc)
+        fit = None
+        metrics.update(fit_ok=None, fit_failed=None, fit_flags=None, fit=None)
+    else:
+        metrics.update(fit_ok=fit.ok, fit_failed=fit.failed, fit_flags=list(fit.flags), fit=fit.to_dict())
+    if fit is not None and not fit.ok and p.bad_fit == "fail":
         raise BadFitError(f"the training did not reach a minimum ({'; '.join(fit.messages)}); not measured "
                           "(sweep.bad_fit = 'fail'; 'flag' measures it and flags the results)")
 
