@@ -165,14 +165,20 @@ def test_sigkill_of_the_runner_leaves_no_process_and_the_rerun_matches(spec_file
 
 
 # ------------------------------------------------------------------------------------------ 2. SIGTERM / SIGINT
-@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_sigterm_and_sigint_stop_the_workers_keep_finished_runs_and_say_so(spec_file, reference, tmp_path, sig, code):
+@pytest.mark.parametrize("sig, code, group", [(signal.SIGTERM, 143, False), (signal.SIGINT, 130, False),
+                                              (signal.SIGINT, 130, True)],
+                         ids=["SIGTERM-runner", "SIGINT-runner", "Ctrl-C-whole-group"])
+def test_sigterm_and_sigint_stop_the_workers_keep_finished_runs_and_say_so(spec_file, reference, tmp_path, sig, code,
+                                                                          group):
     out = tmp_path / "stopped"
     proc = _runner(spec_file, out, "--workers", "2")
     try:
         _wait_for(lambda: bool(_published(out)) or proc.poll() is not None, 120, "a published run")
         assert proc.poll() is None, proc.communicate()
-        os.kill(proc.pid, sig)  # the runner only, as `kill PID`; SLURM signals the whole group (same outcome)
+        if group:  # a terminal's Ctrl-C (and SLURM's SIGTERM) reach every process of the foreground group
+            os.killpg(proc.pid, sig)
+        else:  # the runner only, as `kill PID`
+            os.kill(proc.pid, sig)
         t0 = time.monotonic()
         stdout, stderr = proc.communicate(timeout=30)
         assert time.monotonic() - t0 < 10
