@@ -24,39 +24,13 @@ from pathlib import Path
 import pytest
 
 from qlandscape.sweep import ExecutorFailed, IncompleteSweepError, load_spec, run_sweep, sweep_report, sweep_status
-from tests.test_sweep import _assert_same_results, _env, _published
+from tests.test_sweep import SPEC_TOML, _assert_same_results, _env, _published
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; signals")
 
-FAULT_TOML = """
-[sweep]
-name = "faults"
-
-[grid]
-model = ["classical"]
-patches = [1, 4]
-seeds = [0, 1]
-
-[measure]
-eigs = true
-trace = false
-
-[data]
-n_samples = 120
-test_size = 0.25
-
-[patch]
-preset = "digits"
-
-[train]
-epochs = {epochs}
-batch_size = 30
-lr = 0.02
-
-[hessian]
-top_k = 1
-tol = 1e-3
-"""
+FAULT_TOML = (SPEC_TOML.replace('name = "cli"', 'name = "faults"').replace("seeds = [0]", "seeds = [0, 1]")
+              .replace("epochs = 3", "epochs = {epochs}"))
+"""test_sweep's CLI spec with two seeds (4 runs) and long enough runs for a fault to land mid-run."""
 
 
 @pytest.fixture(scope="module")
