@@ -10,6 +10,7 @@ Runs are tiny classical patch MLPs on a 120-sample digits subset (about a second
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -346,7 +347,7 @@ def test_losing_the_dask_scheduler_stops_with_one_line_and_a_new_cluster_resumes
         assert st.runner is not None and "stopped" in st.runner
     finally:
         for p in (sched, worker):
-            with pytest.raises(ProcessLookupError) if p.poll() is not None else _Null():
+            with pytest.raises(ProcessLookupError) if p.poll() is not None else contextlib.nullcontext():
                 os.killpg(p.pid, signal.SIGKILL)
             p.wait(timeout=30)
     cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
@@ -358,14 +359,6 @@ def test_losing_the_dask_scheduler_stops_with_one_line_and_a_new_cluster_resumes
     names = _names(spec_file)
     assert _published(out) == names and sweep_status(out).complete
     _assert_same_results(out, reference, names)
-
-
-class _Null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 @pytest.mark.dask

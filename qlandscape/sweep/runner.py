@@ -279,16 +279,15 @@ def run_sweep(spec: SweepSpec, out: Union[str, Path], *, workers: int = 1, execu
                 _write_sweep_file(out, spec, plans)
                 write_runner_record(out, "running", started=_now(), executor=_executor_name(executor),
                                     workers=workers, spec=spec.name)
-                todo = _plan_todo(out, plans, retry_failed, outcome)
+                todo, n_failed_before = _plan_todo(out, plans, retry_failed, outcome)
                 try:
-                    _drive(ex, out, spec, plans, todo, threads, outcome, progress)
+                    _drive(ex, out, spec, plans, todo, n_failed_before, threads, outcome, progress)
                 except SweepInterrupted as exc:
                     stop_pool(ex)
                     # from the files, after the workers are gone: a run published just before its worker
                     # was killed is kept too, though its result never reached this process
                     exc.kept = [p.dirname for p in todo if is_done(out, p.dirname)]
-                    exc.stopped = [p.dirname for p in todo if not is_done(out, p.dirname)
-                                   and (out / WORK_DIR / p.dirname).is_dir()]
+                    exc.stopped = _in_progress(out, todo, outcome)
                     raise
                 except ExecutorFailed:
                     stop_pool(ex)
@@ -308,8 +307,10 @@ def _executor_name(executor: ExecutorSpec) -> str:
     return executor if isinstance(executor, str) else type(executor).__name__
 
 
-def _plan_todo(out: Path, plans: list[RunPlan], retry_failed: bool, outcome: SweepOutcome) -> list[RunPlan]:
-    """The runs to compute: damaged published runs are moved aside first (and computed again)."""
+def _plan_todo(out: Path, plans: list[RunPlan], retry_failed: bool,
+               outcome: SweepOutcome) -> tuple[list[RunPlan], int]:
+    """The runs to compute (damaged published runs are moved aside first, and computed again) and the number
+    of runs skipped because they failed before."""
     todo = []
     for p in plans:
         if is_done(out, p.dirname):
@@ -328,7 +329,7 @@ def _plan_todo(out: Path, plans: list[RunPlan], retry_failed: bool, outcome: Swe
     n_failed_before = sum(1 for d in outcome.skipped if not is_done(out, d))
     if n_failed_before:
         log.warning("%d run(s) failed before and are skipped; --retry-failed runs them again", n_failed_before)
-    return todo
+    return todo, n_failed_before
 
 
 def _in_progress(out: Path, todo: list[RunPlan], outcome: SweepOutcome) -> list[str]:
@@ -338,10 +339,9 @@ def _in_progress(out: Path, todo: list[RunPlan], outcome: SweepOutcome) -> list[
             and (out / WORK_DIR / p.dirname).is_dir()]
 
 
-def _drive(ex: cf.Executor, out: Path, spec: SweepSpec, plans: list[RunPlan], todo: list[RunPlan], threads: int,
-           outcome: SweepOutcome, progress: bool) -> None:
+def _drive(ex: cf.Executor, out: Path, spec: SweepSpec, plans: list[RunPlan], todo: list[RunPlan],
+           n_failed_before: int, threads: int, outcome: SweepOutcome, progress: bool) -> None:
     """Submit ``todo`` to ``ex`` and account for each result as it arrives."""
-    n_failed_before = sum(1 for d in outcome.skipped if not is_done(out, d))
     bar = progress_bar(len(plans), f"sweep {spec.name}", progress, initial=len(plans) - len(todo), leave=True)
     futures = {ex.submit(execute_run, p.to_dict(), str(out), threads): p for p in todo}
     try:
@@ -573,7 +573,12 @@ def collect(out: Union[str, Path], *, all_runs: bool = False) -> list[dict[str, 
     all_runs : bool
         Include published runs of earlier specs too (default: the current spec's runs only).
     """
-    out = Path(out)
+    return _collect(Path(out), all_runs=all_runs, verified=frozenset())
+
+
+def _collect(out: Path, *, all_runs: bool, verified: frozenset[str]) -> list[dict[str, Any]]:
+    """:func:`collect`; the runs named in ``verified`` were just checked against their manifests (by
+    :func:`sweep_status`) and are not hashed again."""
     names: Optional[set[str]] = None
     if not all_runs:
         names = {r["dirname"] for r in _read_sweep(out)["runs"]}
@@ -584,7 +589,7 @@ def collect(out: Union[str, Path], *, all_runs: bool = False) -> list[dict[str, 
             continue
         if not (d / "run.json").is_file():
             continue
-        problem = verify_run(d)
+        problem = None if d.name in verified else verify_run(d)
         metrics = read_json(d / "metrics.json") if problem is None else None
         if metrics is None:
             log.warning("%s is damaged (%s); left out of the table", d, problem or "metrics.json is unreadable")
@@ -617,7 +622,7 @@ def sweep_report(out: Union[str, Path], *, all_runs: bool = False, allow_missing
     record = _read_sweep(out)
     st = sweep_status(out)
     missing = st.missing()
-    rows = collect(out, all_runs=all_runs)
+    rows = _collect(out, all_runs=all_runs, verified=frozenset(st.done))
     paths = write_report(rows, out / "report", title=f"Sweep {record.get('name', '')}: the landscape at the minimum",
                          missing=missing, expected=st.total)
     if missing and not allow_missing:

@@ -218,7 +218,7 @@ def _measure(p: Any, work: Path) -> tuple[dict[str, Any], dict[str, np.ndarray],
         arrays[f"train/{key}"] = np.asarray(getattr(tr, key))
     arrays["train/lr"] = np.asarray(tr.lr)
     try:
-        fit = pipeline.fit_report(model, tr, ds, cfg)
+        fit = pipeline.checked_fit(work) or pipeline.fit_report(model, tr, ds, cfg)  # the train step's verdict
     except (ValueError, RuntimeError, FloatingPointError) as exc:  # the check must not cost the run
         log.warning("fit check of %s not done (%s: %s); fit_ok is null", p.dirname, type(exc).__name__, exc)
         fit = None
