@@ -351,7 +351,7 @@ _MEMORY_SCRIPT = textwrap.dedent("""
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="peak RSS from /proc (Linux)")
 def test_peak_memory_of_a_chunked_hvp_does_not_grow_with_the_number_of_samples():
     """Gradient graph + HVP at 7 qubits: with a 16 MiB budget the compiled simulator's peak RSS growth is the
-    same for 128 and 1024 samples (within the inputs' own size, 0.5 MiB, and allocator noise), while the tape
+    same for 128 and 1024 samples (within allocator noise, 32 MiB, against 280 MiB of growth without chunking), while the tape
     route's grows with the samples (measured 128 -> 1024 samples: 450 MiB -> 3.5 GiB). Each case runs in a fresh
     process (peak RSS from /proc/self/status)."""
     def peak_mib(B, route):
@@ -361,7 +361,9 @@ def test_peak_memory_of_a_chunked_hvp_does_not_grow_with_the_number_of_samples()
 
     small, large = peak_mib(128, "compiled"), peak_mib(1024, "compiled")
     tape_small, tape_large = peak_mib(128, "tape"), peak_mib(512, "tape")  # measured 450 MiB and ~1.8 GiB
-    assert large < small + 12, (small, large)  # measured 47 and 49 MiB
+    # Measured here 43-45 -> 44-47 MiB, on CI once 40 -> 52 MiB (allocator noise); the same 1024 samples with the
+    # budget lifted (no chunking) peak at 319 MiB, so 32 MiB of slack still separates chunked from unchunked 8x.
+    assert large < small + 32, (small, large)
     assert tape_large > 3 * tape_small, (tape_small, tape_large)
     assert large < tape_small / 4, (large, tape_small)
 
