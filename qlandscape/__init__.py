@@ -124,6 +124,8 @@ if TYPE_CHECKING:  # the eager imports, for type checkers and IDEs
         sweep_status,
         sweep_table,
     )
+    from .claims import Check, Consistency, Rule
+    from .stats import Estimate, bootstrap
     from .train import TrainResult, train
     from .trainability import GradientVarianceResult, gradient_variance, init_seeds
 
@@ -144,6 +146,8 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(['Result'], '.results'),
     **dict.fromkeys(['FiniteDifferenceOfGradients', 'ForwardOverReverse', 'ReverseOverReverse', 'SecondOrderProvider', 'choose_provider', 'make_provider'], '.second_order'),
     **dict.fromkeys(['GridSpec', 'MeasureSpec', 'RunPlan', 'SweepMeta', 'SweepSpec', 'collect', 'load_spec', 'run_sweep', 'sweep_report', 'sweep_status', 'sweep_table'], '.sweep'),
+    **dict.fromkeys(['Check', 'Consistency', 'Rule'], '.claims'),
+    **dict.fromkeys(['Estimate', 'bootstrap'], '.stats'),
     **dict.fromkeys(['TrainResult', 'train'], '.train'),
     **dict.fromkeys(['GradientVarianceResult', 'gradient_variance', 'init_seeds'], '.trainability'),
 }
@@ -187,6 +191,9 @@ __all__ = [
     # sweeps: grids of patch networks, run on an executor, resumable
     "SweepSpec", "SweepMeta", "GridSpec", "MeasureSpec", "RunPlan", "load_spec", "run_sweep", "sweep_status",
     "collect", "sweep_table", "sweep_report",
+    # claims decided from intervals: effect sizes with seed-bootstrap intervals (qlandscape.stats: mean,
+    # ratio_of_means, mean_difference, log_slope, bootstrap_rows) and verdicts (qlandscape.claims: check, all_of)
+    "Estimate", "bootstrap", "Rule", "Check", "Consistency",
     # results
     "Result",
     # conformance suite: qlandscape.testing.check_model

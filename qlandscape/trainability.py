@@ -78,6 +78,10 @@ class GradientVarianceResult(Result):
     info : dict
         Loss name, dtype, parameter selection, batch size, seed rule, and the first
         initialization's objective provenance.
+    gradients : ndarray, shape (n_inits, n), optional
+        The gradient at each initialization (loss units / parameter units), the rows that
+        :attr:`variance` and :attr:`mean` summarize: resampling them gives intervals
+        (:func:`qlandscape.stats.bootstrap_rows`). ``None`` in results saved before this field existed.
     """
 
     variance: np.ndarray
@@ -89,6 +93,7 @@ class GradientVarianceResult(Result):
     tensor_slices: dict
     n_samples: int
     info: dict = field(default_factory=dict)
+    gradients: Optional[np.ndarray] = None
 
     @property
     def n_params(self) -> int:
@@ -104,6 +109,13 @@ class GradientVarianceResult(Result):
     def mean_variance(self) -> float:
         """``(1/n) sum_k Var[dL/dtheta_k]``: the parameter-averaged gradient variance (McClean et al. 2018)."""
         return float(np.mean(self.variance))
+
+    def rows(self) -> np.ndarray:
+        """:attr:`gradients`, shape ``(n_inits, n)``; ValueError naming the way out when the result has none."""
+        if self.gradients is None:
+            raise ValueError("this GradientVarianceResult has no per-initialization gradients (saved by an older "
+                             "version); recompute it with qlandscape.gradient_variance to get intervals")
+        return np.asarray(self.gradients, dtype=np.float64)
 
     def variance_by_tensor(self) -> dict[str, float]:
         """Mean of :attr:`variance` over the entries of each parameter tensor, ``name -> float``, in vector order."""
@@ -212,7 +224,8 @@ def gradient_variance(factory: Callable[[int], nn.Module], loss: LossSpec, data:
     Returns
     -------
     GradientVarianceResult
-        ``variance`` and ``mean`` of shape ``(n,)``; ``grad_norm_sq`` and ``losses`` of shape ``(n_inits,)``.
+        ``variance`` and ``mean`` of shape ``(n,)``; ``grad_norm_sq`` and ``losses`` of shape ``(n_inits,)``;
+        ``gradients`` of shape ``(n_inits, n)``.
         Statistics are computed in float64 whatever ``dtype``.
 
     Raises
@@ -292,4 +305,4 @@ def gradient_variance(factory: Callable[[int], nn.Module], loss: LossSpec, data:
         variance=np.var(G, axis=0, ddof=1), mean=np.mean(G, axis=0), grad_norm_sq=np.sum(G * G, axis=1),
         losses=np.asarray(losses, dtype=np.float64), seeds=seeds, param_names=list(first_space.names),
         tensor_slices={name: [sl.start, sl.stop] for name, sl, _ in first_space.slices()}, n_samples=n_samples,
-        info=info)
+        info=info, gradients=G)

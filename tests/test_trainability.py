@@ -49,6 +49,8 @@ def test_mlp_matches_direct_autograd_reference():
     np.testing.assert_allclose(res.mean, G.mean(axis=0), rtol=TOL, atol=TOL * np.abs(G).max())
     np.testing.assert_allclose(res.grad_norm_sq, (G ** 2).sum(axis=1), rtol=TOL, atol=0)
     np.testing.assert_allclose(res.losses, losses, rtol=TOL, atol=0)
+    # the per-initialization gradients behind the statistics (the rows qlandscape.stats resamples)
+    np.testing.assert_allclose(res.rows(), G, rtol=TOL, atol=TOL * np.abs(G).max())
     assert res.param_names == [n for n, _ in _mlp_factory(0).named_parameters()]
     assert res.n_samples == 12 and res.info["loss"] == "cross_entropy" and res.info["dtype"] == "float64"
 
@@ -145,6 +147,14 @@ def test_save_load_round_trip(tmp_path):
     assert back.tensor_slices == res.tensor_slices and back.n_samples == res.n_samples
     assert back.info["loss"] == "cross_entropy" and back.info["seed_rule"] == res.info["seed_rule"]
     assert back.variance_by_tensor() == res.variance_by_tensor() and back.summary() == res.summary()
+    np.testing.assert_array_equal(back.rows(), res.rows())
+
+
+def test_a_result_without_gradients_says_how_to_get_intervals():
+    res = _mlp_result()
+    old = GradientVarianceResult(**{**res.__dict__, "gradients": None})
+    with pytest.raises(ValueError, match="recompute it with qlandscape.gradient_variance"):
+        old.rows()
 
 
 def test_n_inits_below_two_raises():
