@@ -123,6 +123,8 @@ def _sweep_main(args: argparse.Namespace) -> int:
                 print(f"qlandscape: error: {exc}", file=sys.stderr)
                 return 1
             print("\n".join(f"{k}: {v}" for k, v in paths.items()))
+            if "effects" in paths:
+                _print_effects(paths["effects"])
             return 0
         if args.workers < 1 or args.threads < 1:
             raise ValueError(f"--workers and --threads must be >= 1, got {args.workers} and {args.threads}")
@@ -161,6 +163,22 @@ def _sweep_main(args: argparse.Namespace) -> int:
     st = _print_status(args.out)
     print(f"report: qlandscape sweep report {args.out}")
     return 0 if st is not None and st.complete else 1
+
+
+def _print_effects(path: Path) -> None:
+    """One line per series and axis of the sweep report's effects.csv: verdict, claim, ratio and interval."""
+    import csv
+
+    with open(path, newline="") as fh:
+        effects = list(csv.DictReader(fh))
+    keys = ("model", "patches", "layers", "qubits", "ansatz", "aggregation")
+    for e in effects:
+        series = ", ".join(f"{k} ({e[k]})" if e.get("model") == "classical" and k in ("qubits", "ansatz")
+                           else f"{k} {e[k]}" for k in keys if e.get(k) not in (None, "") and k != e["axis"])
+        interval = f" [{float(e['ratio_lo']):.3g}, {float(e['ratio_hi']):.3g}]" if e.get("ratio_lo") else ""
+        ratio = f"{float(e['ratio']):.3g}{interval}" if e.get("ratio") else "-"
+        print(f"{e['verdict']:<12s} {e['claim']} ({series}): ratio {e['axis']} {e['to']} / {e['from']} = {ratio}"
+              + (f" ({e['note']})" if e.get("note") else ""))
 
 
 def _print_status(out: Path) -> Any:

@@ -249,13 +249,16 @@ def test_validation_builds_each_architecture_once_whatever_the_seeds(monkeypatch
 def test_preset_digits_small():
     spec = load_spec("digits-small")
     runs = spec.runs()
-    assert len(runs) == 24  # 2 models x 3 patch counts x 2 layer counts x 2 seeds
+    assert len(runs) == 60  # 2 models x 3 patch counts x 2 layer counts x 5 seeds
+    assert {p.coords["patches"] for p in runs} == {4, 9, 25} and {p.coords["seed"] for p in runs} == set(range(5))
+    assert (spec.base.train.schedule, spec.base.train.t_max, spec.base.train.minimum) == ("cosine", 5,
+                                                                                         "lowest_train_loss")
     assert {p.coords["model"] for p in runs} == {"quantum", "classical"}
     fast = spec.fast()
     fr = fast.runs()
     assert len(fr) == 4
     assert {(p.coords["model"], p.coords["patches"]) for p in fr} == {
-        (m, n) for m in ("quantum", "classical") for n in (1, 4)}
+        (m, n) for m in ("quantum", "classical") for n in (4, 9)}
     assert {p.coords["layers"] for p in fr} == {1} and {p.coords["seed"] for p in fr} == {0}
     assert fast.base.train.epochs <= 3 and fast.name == "digits-small-fast"
     assert load_spec("digits-small", fast=True).to_dict() == fast.to_dict()

@@ -275,9 +275,9 @@ def test_plot_without_values_still_draws(rows):
 def test_write_report(tmp_path, rows):
     out = tmp_path / "report"
     paths = write_report(rows, out, title="Kawase sweep")
-    assert set(paths) == {"results", "summary", "report", "lambda_vs_patches", "lambda_vs_params"}
-    assert {p.name for p in paths.values()} == {"results.csv", "summary.csv", "report.md", "lambda_vs_patches.png",
-                                                "lambda_vs_params.png"}
+    assert set(paths) == {"results", "summary", "effects", "report", "lambda_vs_patches", "lambda_vs_params"}
+    assert {p.name for p in paths.values()} == {"results.csv", "summary.csv", "effects.csv", "report.md",
+                                                "lambda_vs_patches.png", "lambda_vs_params.png"}
     for p in paths.values():
         assert p.parent == out and p.is_file() and p.stat().st_size > 0
     for name in ("lambda_vs_patches", "lambda_vs_params"):
@@ -314,3 +314,60 @@ def test_to_dataframe_without_pandas(monkeypatch, rows):
     monkeypatch.setitem(sys.modules, "pandas", None)
     with pytest.raises(ImportError, match=r'pip install "qlandscape\[report\]"'):
         to_dataframe(rows)
+
+
+# ------------------------------------------------------------------------------------------- intervals and effects
+def test_summary_csv_holds_the_seed_intervals_and_the_ratios(tmp_path, rows):
+    """summary.csv: each architecture's interval of the seed mean of lambda_max contains the mean, and the
+    ratio to the series' smallest patch count is the ratio of the seed means (here exactly 1 / patches)."""
+    paths = write_report(rows, tmp_path / "r")
+    with open(paths["summary"], newline="") as fh:
+        back = list(csv.DictReader(fh))
+    for got in back:
+        mean = float(got["lambda_max_mean"])
+        assert float(got["lambda_max_lo"]) < mean < float(got["lambda_max_hi"])
+        if got["patches"] == "1":
+            assert got["lambda_max_vs_patches_ratio"] == ""
+        else:
+            assert float(got["lambda_max_vs_patches_ratio"]) == pytest.approx(1 / int(got["patches"]), rel=1e-12)
+            assert float(got["lambda_max_vs_patches_lo"]) <= 1 / int(got["patches"]) <= float(
+                got["lambda_max_vs_patches_hi"])
+
+
+def test_effects_decide_the_papers_two_claims_from_intervals(rows):
+    """Synthetic lambda = c * layers / patches * (seed factor): falls 9x with patches and rises 2x with
+    layers in every series, so both claims PASS with the ratio 1/9 (2) inside its interval; with one seed the
+    same data is INCONCLUSIVE; with a run flagged by the fit check the series is INCONCLUSIVE and says why."""
+    from qlandscape.sweep.effects import axis_effects
+
+    effects = axis_effects(rows, GROUP_KEYS)
+    assert len(effects) == 2 * 2 + 2 * 3  # patches: 2 models x 2 depths; layers: 2 models x 3 patch counts
+    for e in effects:
+        want = 1 / 9 if e["axis"] == "patches" else 2.0
+        assert e["ratio"] == pytest.approx(want, rel=1e-12) and e["ratio_lo"] <= want <= e["ratio_hi"]
+        assert e["verdict"] == "PASS" and e["n_seeds"] == "3/3"
+    slope = next(e for e in effects if e["axis"] == "patches")
+    assert slope["slope"] == pytest.approx(-1.0, rel=1e-9)
+    one = axis_effects([r for r in rows if r["seed"] == 0], GROUP_KEYS)
+    assert {e["verdict"] for e in one} == {"INCONCLUSIVE"} and all("fewer than 3" in e["note"] for e in one)
+    flagged = [dict(r, fit_ok=False) if (r["model"], r["patches"], r["layers"], r["seed"]) == ("quantum", 9, 1, 0)
+               else r for r in rows]
+    e = next(e for e in axis_effects(flagged, GROUP_KEYS) if e["model"] == "quantum" and e["axis"] == "patches"
+             and e["layers"] == 1)
+    assert e["verdict"] == "INCONCLUSIVE" and e["note"] == "1 of 9 runs not at a minimum"
+
+
+def test_report_says_what_each_column_means(rows):
+    """Classical rows show the matched QNN's qubits and ansatz in parentheses, and the legend says so; the
+    eigenvalue bound is described as the eigensolver's error, not an interval over seeds."""
+    from qlandscape.sweep.effects import axis_effects, ratio_columns
+
+    summary = summarize(rows)
+    ratio_columns(summary, rows, GROUP_KEYS)
+    text = render_markdown(summary, "t", axis_effects(rows, GROUP_KEYS))
+    classical = [ln for ln in text.split("## classical")[1].splitlines() if ln.startswith("| 1 |")]
+    assert classical and all("| (4) | (hea) | mean |" in ln for ln in classical)
+    quantum = [ln for ln in text.split("## classical")[0].splitlines() if ln.startswith("| 1 |")]
+    assert quantum and all("| 4 | hea | mean |" in ln for ln in quantum)
+    assert "not an interval over seeds" in text and "the QNN whose parameter count the patch MLP matches" in text
+    assert "## Effects" in text and "lambda_max falls with patches | PASS" in text

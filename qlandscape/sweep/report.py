@@ -28,13 +28,14 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 import numpy as np
 
 from ..rundir import atomic_write_bytes, png_bytes
+from .effects import axis_effects, ratio_columns
 
 log = logging.getLogger("qlandscape")
 
 GROUP_KEYS: tuple[str, ...] = ("model", "patches", "layers", "qubits", "ansatz", "aggregation")
 """Keys that identify an architecture: rows equal on all of them differ only by seed."""
 
-METRICS: tuple[str, ...] = ("lambda_max", "trace", "train_loss", "train_acc", "test_loss", "test_acc", "grad_var",
+METRICS: tuple[str, ...] = ("lambda_max", "lambda_max_bound", "trace", "train_loss", "train_acc", "test_loss", "test_acc", "grad_var",
                             "n_params", "wall_s")
 """Numeric row values summarized over seeds (``<m>_mean``, ``<m>_std``, ``<m>_min``, ``<m>_max``, ``<m>_n``)."""
 
@@ -228,36 +229,93 @@ def write_csv(rows: Iterable[Mapping[str, Any]], path: Path | str) -> Path:
     return path
 
 
-def render_markdown(summary: Sequence[Mapping[str, Any]], title: str = DEFAULT_TITLE) -> str:
-    """A markdown report section: the title and one table per model kind.
+MATCHED_KEYS: tuple[str, ...] = ("qubits", "ansatz")
+"""Group keys that describe only the quantum model: on a classical row they are the settings of the QNN its
+parameter count is matched to (``aggregation`` is the classical model's own: it aggregates its patch outputs
+the same way)."""
+
+
+def _columns_legend(level: float) -> str:
+    return ("Columns: qubits, ansatz = the patch circuit's; on classical rows, in parentheses, those of the QNN whose "
+            "parameter count the patch MLP matches (a patch MLP has neither); aggregation = how the patch outputs "
+            "become logits, the model's own on both kinds of row. λ_max = largest Hessian eigenvalue of the "
+            "training loss at the trained minimum, mean ± sample standard deviation over seeds (no ± with one "
+            "value; \"k/n\" when only k of the n seeds have a value); "
+            f"{level:.0%} interval = the interval of that mean over seeds (expanded percentile bootstrap, "
+            "qlandscape.stats; — with one seed): the uncertainty that comes from the choice of seeds; "
+            "λ bound = the largest numerical error bound of λ_max over the runs (certified Lanczos: each run's "
+            "|λ_max − reported| ≤ its bound, except with probability at most 1e-3 per verification run (its random start); "
+            "one number for a run's top-k eigenvalues, from their joint residual): the error of each run's "
+            "eigensolver, not an interval over seeds; train loss = mean training loss at the minimum (the "
+            "recorded checkpoint the run analysed); seeds = number of seeds; test acc = mean test accuracy over "
+            "seeds; params = number of trainable parameters (the range when seeds differ); fit = whether every "
+            "run's training reached a minimum (qlandscape.fit: not diverged, finite, above chance accuracy, "
+            "gradient small), else how many did not and why: their λ_max is measured at a point that is not a "
+            "minimum. Numbers have 4 significant digits; — = not measured.")
+
+
+def _effects_markdown(effects: Sequence[Mapping[str, Any]], level: float) -> list[str]:
+    if not effects:
+        return []
+    lines = [f"## Effects of the patch count and the depth ({level:.0%} seed-bootstrap intervals)", "",
+             "ratio = seed-mean λ_max at the axis' largest value over the seed-mean at its smallest; slope = the "
+             "exponent of λ_max ~ axis^slope over every value of the axis (log-log least squares); both with "
+             "expanded percentile bootstrap intervals over seeds, each grid point resampled on its own. Verdict "
+             "by a rule fixed before the run (qlandscape.sweep.effects): λ_max falls with patches = PASS when "
+             "the ratio's interval is below 1, FAIL when it is at or above 1; rises with layers = the mirror "
+             "image; INCONCLUSIVE when the interval contains 1, with one seed, or when a run of the series is "
+             "not at a minimum.", "",
+             "| series | axis | from → to | seeds | ratio [interval] | slope [interval] | claim | verdict |",
+             "|---|---|---|---|---|---|---|---|"]
+    for e in effects:
+        series = ", ".join(f"{k} ({e[k]})" if e.get("model") == "classical" and k in MATCHED_KEYS else f"{k} {e[k]}"
+                           for k in GROUP_KEYS if k in e and k != e["axis"])
+
+        def cell(name: str) -> str:
+            v = e.get(name)
+            if v is None:
+                return "—"
+            lo, hi = e.get(f"{name}_lo"), e.get(f"{name}_hi")
+            return f"{v:.3g}" + (f" [{lo:.3g}, {hi:.3g}]" if lo is not None and hi is not None else " [—]")
+
+        verdict = e["verdict"] + (f" ({e['note']})" if e.get("note") else "")
+        lines.append(f"| {_md_cell(series)} | {e['axis']} | {e['from']} → {e['to']} | {e['n_seeds']} | "
+                     f"{cell('ratio')} | {cell('slope')} | {e['claim']} | {_md_cell(verdict)} |")
+    lines.append("")
+    return lines
+
+
+def render_markdown(summary: Sequence[Mapping[str, Any]], title: str = DEFAULT_TITLE,
+                    effects: Sequence[Mapping[str, Any]] = (), level: float = 0.95) -> str:
+    """A markdown report section: the title, one table per model kind and the effects table.
 
     Parameters
     ----------
     summary : sequence of mapping
-        The output of :func:`summarize`.
+        The output of :func:`summarize` (with :func:`~qlandscape.sweep.effects.ratio_columns` added for the
+        interval column; without, it shows —).
     title : str
         Level-1 heading.
+    effects : sequence of mapping
+        The output of :func:`~qlandscape.sweep.effects.axis_effects` (a section when non-empty).
+    level : float
+        The intervals' confidence level (for the headings).
 
     Returns
     -------
     str
-        Markdown: per model (quantum first), rows ordered by patches then layers (then qubits, ansatz,
-        aggregation), with λ_max mean ± std over seeds, the number of seeds, the mean test accuracy and the
-        number of parameters. Numbers have 4 significant digits; a missing value is "—".
+        Markdown: a legend that says what every column means; per model (quantum first), rows ordered by
+        patches then layers (then qubits, ansatz, aggregation), with λ_max mean ± std over seeds, its
+        interval, the eigensolver's error bound, the train loss at the minimum, the number of seeds, the mean
+        test accuracy, the number of parameters and the fit verdict; then the effects. Numbers have 4
+        significant digits; a missing value is "—".
     """
-    lines = [f"# {title}", ""]
-    lines.append("Columns: λ_max = largest Hessian eigenvalue of the training loss at the trained minimum, mean ± "
-                 "sample standard deviation over seeds (no ± with one value; \"k/n\" when only k of the n seeds "
-                 "have a value); seeds = number of seeds; test acc = mean test accuracy over seeds; params = number "
-                 "of trainable parameters (the range when seeds differ); fit = whether every run's training reached a "
-                 "minimum (qlandscape.fit: not diverged, finite, above chance accuracy, gradient small), else how "
-                 "many did not and why: their λ_max is measured at a point that is not a minimum. Numbers have 4 "
-                 "significant digits; — = not measured.")
-    lines.append("")
+    lines = [f"# {title}", "", _columns_legend(level), ""]
     if not summary:
         lines += ["_No finished runs._", ""]
         return "\n".join(lines)
-    head = ["patches", "layers", "qubits", "ansatz", "aggregation", "seeds", "λ_max", "test acc", "params", "fit"]
+    head = ["patches", "layers", "qubits", "ansatz", "aggregation", "seeds", "λ_max", f"{level:.0%} interval",
+            "λ bound", "train loss", "test acc", "params", "fit"]
     for model in _models(summary):
         lines += [f"## {model}", "", "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
         for entry in sorted((e for e in summary if e.get("model") == model),
@@ -272,13 +330,22 @@ def render_markdown(summary: Sequence[Mapping[str, Any]], title: str = DEFAULT_T
                 lam += f" ({n_lam}/{n_rows})"
             lo, hi = entry.get("n_params_min"), entry.get("n_params_max")
             params = _fmt_count(lo) if lo == hi else f"{_fmt_count(lo)}–{_fmt_count(hi)}"
-            cells = [_md_cell(entry.get(k)) for k in GROUP_KEYS[1:]]
+            cells = []
+            for k in GROUP_KEYS[1:]:
+                cell = _md_cell(entry.get(k))
+                cells.append(f"({cell})" if model == "classical" and k in MATCHED_KEYS and entry.get(k) is not None
+                             else cell)
+            ci_lo, ci_hi = entry.get("lambda_max_lo"), entry.get("lambda_max_hi")
+            interval = "—" if ci_lo is None or ci_hi is None else f"[{_fmt(ci_lo)}, {_fmt(ci_hi)}]"
             flagged = entry.get("fit_flagged") or 0
             fit = (f"**{flagged}/{n_rows} not at a minimum** ({entry.get('fit_flags')})" if flagged
                    else "ok" if entry.get("fit_checked") else "—")
-            cells += [_md_cell(n_seeds), lam, _fmt(entry.get("test_acc_mean")), params, fit]
+            bound = entry.get("lambda_max_bound_max")
+            cells += [_md_cell(n_seeds), lam, interval, "—" if bound is None else f"{bound:.1g}",
+                      _fmt(entry.get("train_loss_mean")), _fmt(entry.get("test_acc_mean")), params, fit]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+    lines += _effects_markdown(effects, level)
     return "\n".join(lines)
 
 
@@ -459,8 +526,10 @@ def write_report(rows: Iterable[Mapping[str, Any]], out_dir: Path | str, title: 
     -------
     dict of str to Path
         The files written, keyed ``results`` (``results.csv``, all rows), ``summary`` (``summary.csv``,
-        :func:`summarize`), ``lambda_vs_patches`` and ``lambda_vs_params`` (PNGs) and ``report`` (``report.md``:
-        the title, the summary table and links to the PNGs). A figure that fails to draw is logged, left out
+        :func:`summarize` with the seed intervals of :func:`~qlandscape.sweep.effects.ratio_columns`),
+        ``effects`` (``effects.csv``, :func:`~qlandscape.sweep.effects.axis_effects`, when an axis varies),
+        ``lambda_vs_patches`` and ``lambda_vs_params`` (PNGs) and ``report`` (``report.md``: the title, the
+        column legend, the summary tables, the effects with their verdicts and links to the PNGs). A figure that fails to draw is logged, left out
         (any older file of that name deleted) and not linked, so the tables are never lost to a plot.
 
     Raises
@@ -474,8 +543,12 @@ def write_report(rows: Iterable[Mapping[str, Any]], out_dir: Path | str, title: 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(rows)
+    ratio_columns(summary, rows, GROUP_KEYS)
+    effects = axis_effects(rows, GROUP_KEYS)
     paths: dict[str, Path] = {"results": write_csv(rows, out / "results.csv"),
                               "summary": write_csv(summary, out / "summary.csv")}
+    if effects:
+        paths["effects"] = write_csv(effects, out / "effects.csv")
     drawers = {"lambda_vs_patches": plot_lambda_vs_patches, "lambda_vs_params": plot_lambda_vs_params}
     for name in _FIGURES:
         target = out / f"{name}.png"
@@ -487,7 +560,7 @@ def write_report(rows: Iterable[Mapping[str, Any]], out_dir: Path | str, title: 
             continue
         atomic_write_bytes(target, data)
         paths[name] = target
-    text = render_markdown(summary, title)
+    text = render_markdown(summary, title, effects)
     if missing:
         n = expected if expected is not None else len(rows) + len(missing)
         head, _, rest = text.partition("\n\n")
@@ -498,7 +571,9 @@ def write_report(rows: Iterable[Mapping[str, Any]], out_dir: Path | str, title: 
     figures = [name for name in _FIGURES if name in paths]
     if figures:
         text += "\n## Figures\n\n" + "\n\n".join(f"![{name}]({name}.png)" for name in figures) + "\n"
-    text += "\nAll runs: [results.csv](results.csv); statistics over seeds: [summary.csv](summary.csv).\n"
+    text += ("\nAll runs: [results.csv](results.csv); statistics over seeds, with the intervals: "
+             "[summary.csv](summary.csv)" + ("; effects and verdicts: [effects.csv](effects.csv)" if effects else "")
+             + ".\n")
     atomic_write_bytes(out / "report.md", text.encode("utf-8"))
     paths["report"] = out / "report.md"
     return paths
