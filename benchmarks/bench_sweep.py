@@ -14,8 +14,9 @@ Overhead of the runner = (wall(local x1) - wall(direct)) / wall(direct), per run
 pinned to 1 everywhere. Writes ``benchmarks/results/sweep.{json,md}`` and copies the 2-worker sweep's report
 (``benchmarks/results/sweep_report.md``, ``sweep_lambda_vs_patches.png``, ``sweep_lambda_vs_params.png``).
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_sweep.py            # digits-small, 24 runs x 3 (~10 min)
+    OMP_NUM_THREADS=1 python benchmarks/bench_sweep.py            # digits-small, 60 runs x 3 (~40 min)
     OMP_NUM_THREADS=1 python benchmarks/bench_sweep.py --fast     # 4 runs x 3 (~1 min)
+    python benchmarks/bench_sweep.py --report-only DIR            # copy DIR's report only (no timing)
 """
 
 from __future__ import annotations
@@ -58,12 +59,30 @@ def runner(spec, out: Path, workers: int) -> dict:  # type: ignore[no-untyped-de
     return {"wall_s": time.perf_counter() - start, "run_wall_s": outcome.run_wall_s}
 
 
+def copy_report(sweep_dir: Path, suffix: str, written_by: str) -> None:
+    """Write ``sweep_dir``'s report (``sweep_report``) and copy it to ``benchmarks/results/sweep{suffix}_*``."""
+    from qlandscape.sweep import sweep_report
+    paths = sweep_report(sweep_dir)
+    RESULTS.mkdir(exist_ok=True)
+    for name in ("lambda_vs_patches", "lambda_vs_params"):
+        shutil.copy(paths[name], RESULTS / f"sweep{suffix}_{name}.png")
+    report_md = paths["report"].read_text().replace("](lambda_vs_", f"](sweep{suffix}_lambda_vs_")
+    for table in ("results", "summary", "effects"):
+        report_md = report_md.replace(f"[{table}.csv]({table}.csv)", f"`{table}.csv`")
+    (RESULTS / f"sweep{suffix}_report.md").write_text(f"<!-- written by `{written_by}` -->\n" + report_md)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fast", action="store_true", help="the preset's smoke-size grid (4 runs)")
     ap.add_argument("--spec", default="digits-small")
+    ap.add_argument("--report-only", metavar="DIR", type=Path,
+                    help="no timing: write the report of the finished sweep DIR and copy it to benchmarks/results/")
     args = ap.parse_args()
-    from qlandscape.sweep import load_spec, sweep_report
+    if args.report_only is not None:
+        copy_report(args.report_only, "", f"python benchmarks/bench_sweep.py --report-only {args.report_only}")
+        return
+    from qlandscape.sweep import load_spec
     from qlandscape.sweep.worker import package_versions
     spec = load_spec(args.spec, fast=args.fast)
     n = len(spec.runs())
@@ -91,16 +110,8 @@ def main() -> None:
             "speedup_x2": w1 / w2,
             "scaling_efficiency_x2": w1 / (2 * w2),
         }
-        paths = sweep_report(tmp / "x2")
-        RESULTS.mkdir(exist_ok=True)
+        copy_report(tmp / "x2", "_fast" if args.fast else "", results["command"] + " (the 2-worker sweep's report)")
         suffix = "_fast" if args.fast else ""
-        for name in ("lambda_vs_patches", "lambda_vs_params"):
-            shutil.copy(paths[name], RESULTS / f"sweep{suffix}_{name}.png")
-        report_md = paths["report"].read_text().replace("](lambda_vs_", f"](sweep{suffix}_lambda_vs_")
-        report_md = report_md.replace("[results.csv](results.csv)", "`results.csv`").replace(
-            "[summary.csv](summary.csv)", "`summary.csv`")
-        (RESULTS / f"sweep{suffix}_report.md").write_text(
-            f"<!-- written by `{results['command']}` (the 2-worker sweep's report) -->\n" + report_md)
         (RESULTS / f"sweep{suffix}.json").write_text(json.dumps(results, indent=2, sort_keys=True))
         (RESULTS / f"sweep{suffix}.md").write_text(markdown(results))
         print(markdown(results))
