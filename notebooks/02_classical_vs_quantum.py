@@ -29,8 +29,10 @@
 #    bulk near zero plus about C = 10 outliers (the number of classes), as in classical deep networks. Rule: in
 #    the dense spectrum, take the 30 largest eigenvalues (the positive ones among them), find the largest gap
 #    between consecutive ones on a log scale; the outliers are the eigenvalues above it. The effect is the mean
-#    outlier count over 3 training seeds (seed-bootstrap interval): PASS if the interval lies inside [8, 11],
+#    outlier count over 5 training seeds (seed-bootstrap interval): PASS if the interval lies inside [8, 11],
 #    FAIL if it lies outside. One verdict for the QNN, one for the classical baseline.
+#    (A first full run used 3 seeds, whose expanded interval is only the range of the resamples; the seeds were
+#    raised to 5, the library's convention, for the run the README quotes. The rules did not change.)
 # 2. Barren plateaus (McClean et al. 2018, Nat. Commun. 9, 4812): the gradient variance at random initialization
 #    falls with the number of qubits. The 4x4 patches (16 features, two encodings) allow 1, 2, 4 or 8 qubits per
 #    patch, but a 10-class readout needs at least 4 (3 Paulis per qubit), so the sweep runs on a binary digits
@@ -97,7 +99,7 @@ GV_SAMPLES = 50 if FAST else 200
 QUBITS = (1, 2) if FAST else (1, 2, 4, 8)
 QUBITS_10 = (4,) if FAST else (4, 8)
 PATCHES = (4, 9) if FAST else (4, 9, 25)
-SEEDS = (0,) if FAST else (0, 1, 2)   # training seeds for the spectrum claim (the figures use the first)
+SEEDS = (0,) if FAST else (0, 1, 2, 3, 4)   # training seeds for the spectrum claim (the figures use the first)
 x_train, y_train = data.train
 analysis = (x_train, y_train) if N_ANALYSIS is None else (x_train[:N_ANALYSIS], y_train[:N_ANALYSIS])
 print(f"{'FAST smoke run' if FAST else 'full run'}: {x_train.shape[0]} training / {data.x_test.shape[0]} test digits, "

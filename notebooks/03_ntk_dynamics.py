@@ -23,8 +23,10 @@
 # The distance to the final kernel is drawn too.
 #
 # Verdicts (rules fixed before the first full run): PASS / FAIL / INCONCLUSIVE from a 95% bootstrap interval
-# (`qlandscape.stats`, `qlandscape.claims`). Claims 1 and 2 are repeated over 3 training seeds (initialization
+# (`qlandscape.stats`, `qlandscape.claims`). Claims 1 and 2 are repeated over 5 training seeds (initialization
 # and minibatch order); claim 3 over 3 disjoint pairs of children per spawn time (6 children).
+# (A first full run used 3 seeds, whose expanded interval is only the range of the resamples; the seeds were
+# raised to 5, the library's convention, for the run the README quotes. The rules did not change.)
 #
 # 1. Effect: mean velocity in epochs 0-2 / mean velocity in the second half, paired over seeds. PASS if the
 #    interval is above 1, FAIL if below.
@@ -72,7 +74,7 @@ print(f"{'FAST smoke run' if FAST else 'full run'}: {data.x_train.shape[0]} trai
 
 SPAWN_TIMES = (0, 1) if FAST else (0, 2, 8)   # epochs; children train to epoch EPOCHS
 N_CHILDREN = 2 if FAST else 6                  # per spawn time, compared in disjoint pairs (2i, 2i + 1)
-SEEDS = (0,) if FAST else (0, 1, 2)            # parents (initialization and minibatch order) for claims 1 and 2
+SEEDS = (0,) if FAST else (0, 1, 2, 3, 4)      # parents (initialization and minibatch order) for claims 1 and 2
 MODELS = {
     "MLP 64-128-128-10": lambda: ql.MLP(data.n_features, (16,) if FAST else (128, 128), data.n_classes, "tanh"),
     "patch QNN (4 patches, 4 qubits, L=2)": lambda: ql.PatchQNN("digits", n_patches=4, layers=1 if FAST else 2,

@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # the eager imports, for type checkers and IDEs
         robust_evaluate,
         valid_range,
     )
+    from .claims import Check, Consistency, Rule
     from .curvature import (
         DensityResult,
         EigResult,
@@ -111,6 +112,7 @@ if TYPE_CHECKING:  # the eager imports, for type checkers and IDEs
         choose_provider,
         make_provider,
     )
+    from .stats import Estimate, bootstrap
     from .sweep import (
         GridSpec,
         MeasureSpec,
@@ -124,8 +126,6 @@ if TYPE_CHECKING:  # the eager imports, for type checkers and IDEs
         sweep_status,
         sweep_table,
     )
-    from .claims import Check, Consistency, Rule
-    from .stats import Estimate, bootstrap
     from .train import TrainResult, train
     from .trainability import GradientVarianceResult, gradient_variance, init_seeds
 

@@ -215,11 +215,11 @@ def report_lines(claims: Iterable[Check], checks: Iterable[Consistency] = ()) ->
     out = ["Claims (verdicts from intervals, rules fixed before the run):"]
     for c in claims:
         out += c.lines("  ")
-    checks = list(checks)
-    if checks:
+    consistency_checks = list(checks)
+    if consistency_checks:
         out.append("Consistency checks (hold by construction when the code is right; not evidence for a claim):")
-        for c in checks:
-            out += c.lines("  ")
+        for k in consistency_checks:
+            out += k.lines("  ")
     return out
 
 

@@ -23,8 +23,8 @@ Conventions
   bootstrap interval is just the values' range -- gives an estimate with ``lo = hi = nan``
   (:attr:`Estimate.has_interval` is false); a claim on it is INCONCLUSIVE, never decided on a point.
   With 3 seeds the expanded interval is the range of the resample statistics (its level rounds to 1): a
-  claim then passes only when every resample agrees, which is conservative; five seeds per group are
-  what the notebooks use where their cost allows (notebooks 02 and 03 use 3, and say so).
+  claim then passes only when every resample agrees, which is conservative; five seeds (or independent
+  pairs) per group are what the notebooks use (notebook 03's spawning claims: 3 pairs of children).
 * Every resample giving the same number (identical seeds) gives the interval ``[value, value]``.
 * Deterministic: the resamples come from ``numpy.random.default_rng(seed)``.
 """
