@@ -167,7 +167,8 @@ def _field_kinds(cls: type) -> dict[str, tuple[str, bool]]:
 def _normalize(obj: Any) -> None:
     """In place on a frozen dataclass: integers -> float for float keys, lists -> tuples for list keys
     (so equal configurations compare and hash equal, whether they came from TOML or Python)."""
-    for name, (base, _) in _field_kinds(type(obj)).items():
+    cls: type = type(obj)
+    for name, (base, _) in _field_kinds(cls).items():
         value = getattr(obj, name)
         if base == "float" and _is_int(value):
             object.__setattr__(obj, name, float(value))

@@ -29,7 +29,8 @@ PerSampleLoss = Callable[[Tensor, Tensor], Tensor]
 TargetWeight = Callable[[Tensor], Tensor]
 """``targets (B, ...) -> (B,)``: each sample's share of the denominator of a mean."""
 
-LossSpec = Union[str, nn.Module, PerSampleLoss]
+LossSpec = Union[str, nn.Module, PerSampleLoss, "LossFunction"]
+"""A loss: a name (``"cross_entropy"``, ...), a torch loss module, a per-sample callable or a :class:`LossFunction`."""
 
 BatchReduction = Literal["mean", "sum"]
 
@@ -405,7 +406,7 @@ def _module_loss(spec: nn.Module, metric: Optional[PerSampleLoss]) -> LossFuncti
     if own == "batchmean" and not isinstance(spec, nn.KLDivLoss):
         raise ValueError(f"reduction='batchmean' is only defined for nn.KLDivLoss, got {type(spec).__name__}")
     module = copy.deepcopy(spec)
-    module.reduction = "none"
+    setattr(module, "reduction", "none")  # every torch loss module has it (checked above); untyped on nn.Module
     name = type(spec).__name__
     # within a sample: summed for 'sum' and 'batchmean' (= sum / batch size), else averaged
     within: Literal["mean", "sum"] = "sum" if own in ("sum", "batchmean") else "mean"

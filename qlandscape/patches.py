@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, cast
 
 import torch
 from torch import Tensor, nn
@@ -23,7 +23,7 @@ def _pair(value: object, name: str) -> tuple[int, int]:
     if isinstance(value, int):
         value = (value, value)
     try:
-        a, b = value  # type: ignore[misc]
+        a, b = cast(tuple[int, int], value)
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}") from None
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in (a, b)):

@@ -8,7 +8,7 @@ import json
 import os
 import zipfile
 from pathlib import Path
-from typing import Any, Type, TypeVar, Union
+from typing import Any, Type, TypeVar, Union, cast
 
 import numpy as np
 
@@ -98,7 +98,7 @@ class Result:
             else:
                 meta[f.name] = _jsonable(value)
         buf = io.BytesIO()
-        np.savez(buf, **arrays)
+        np.savez(buf, **cast(dict[str, Any], arrays))  # (numpy's stubs read ** as its allow_pickle keyword)
         atomic_write_bytes(base.with_suffix(".npz"), buf.getvalue())
         atomic_write_bytes(base.with_suffix(".json"),
                            json.dumps(meta, indent=2, sort_keys=True).encode())

@@ -240,16 +240,17 @@ def pca_directions(trajectory: Sequence[Tensor] | Tensor | np.ndarray, k: int = 
         raise ValueError(f"center index {center} is out of range for {traj.shape[0]} checkpoints")
     if isinstance(center, int):
         c = traj[center]
-        center = "last" if center in (-1, traj.shape[0] - 1) else f"checkpoint {center % traj.shape[0]}"
+        centering = "last" if center in (-1, traj.shape[0] - 1) else f"checkpoint {center % traj.shape[0]}"
     else:
         c = traj[-1] if center == "last" else traj.mean(dim=0)
+        centering = center
     M = traj - c
     U, S, Vh = torch.linalg.svd(M, full_matrices=False)
     # directions beyond the trajectory's rank are arbitrary (any vector orthogonal to it): refuse
     tol = float(S[0]) * max(M.shape) * torch.finfo(S.dtype).eps if S.numel() else 0.0
     rank = int((S > tol).sum()) if float(S[0]) > 0 else 0
     if rank < k:
-        raise ValueError(f"the trajectory's checkpoints (centred at the {center} one) span only {rank} dimension(s), "
+        raise ValueError(f"the trajectory's checkpoints (centred at the {centering} one) span only {rank} dimension(s), "
                          f"so {k} principal directions are not defined (the extra ones would be arbitrary); use "
                          f"k={rank}" + (" or another direction kind" if rank else
                                         ": all checkpoints are equal; use another direction kind"))
@@ -260,4 +261,4 @@ def pca_directions(trajectory: Sequence[Tensor] | Tensor | np.ndarray, k: int = 
     signs = torch.sign(dirs[torch.arange(k), dirs.abs().argmax(dim=1)])
     dirs = dirs * signs[:, None]
     return PCAResult(directions=dirs.numpy(), explained_variance_ratio=ratio,
-                     coords=(M @ dirs.T).numpy(), center=c.numpy(), centering=center)
+                     coords=(M @ dirs.T).numpy(), center=c.numpy(), centering=centering)

@@ -14,7 +14,7 @@ perms[l])``, and the inverse of ``p`` is ``np.argsort(p)``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence, Union
+from typing import Mapping, Optional, Sequence, Union, cast
 
 import numpy as np
 import torch
@@ -127,7 +127,7 @@ class _Walker:
             elif t in _ELEMENTWISE:
                 self._extend_block(name)
             elif t is nn.Flatten:
-                self._flatten(name, m)
+                self._flatten(name, cast(nn.Flatten, m))
             elif t is nn.AdaptiveAvgPool2d:
                 if m.output_size not in (1, (1, 1)) or self.layout != "spatial":
                     raise _unsupported(name, m, "only AdaptiveAvgPool2d(1) after a Conv2d")
@@ -150,7 +150,7 @@ class _Walker:
         out: Optional[int] = None
         if i != self.last:
             out = len(self.widths)
-            self.widths.append(m.out_channels if conv else m.out_features)
+            self.widths.append(cast(int, m.out_channels if conv else m.out_features))
             self.kinds.append("conv" if conv else "linear")
             self.producers.append(name)
             self.activations.append(name)

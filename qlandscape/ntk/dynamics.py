@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Optional, Sequence, Union
+from typing import Literal, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -457,7 +457,7 @@ def kernel_learning_curve(model: nn.Module, train_result: TrainResult, data: Uni
                           kind: Kind = "trace", implementation: Implementation = "auto",
                           dtype: Union[torch.dtype, str, None] = torch.float64,
                           jitter: Union[float, str] = "auto", linearized_epochs: int = 10, lr: float = 0.01,
-                          optimizer: str = "sgd", momentum: float = 0.9, batch_size: int = 64, seed: int = 0,
+                          optimizer: Literal["sgd", "adam"] = "sgd", momentum: float = 0.9, batch_size: int = 64, seed: int = 0,
                           n_train: Optional[int] = None, n_test: Optional[int] = None,
                           progress: bool = True) -> KernelLearningResult:
     """Kernel learning with the NTK frozen at each checkpoint ``t``, against the fully trained network.
@@ -562,7 +562,7 @@ def kernel_learning_curve(model: nn.Module, train_result: TrainResult, data: Uni
                                       "methods=('regression',) for this model") from exc
             _, tr = train(lin, (x_tr, y_tr), loss="cross_entropy", epochs=linearized_epochs, lr=lr,
                           optimizer=optimizer, momentum=momentum, batch_size=batch_size, record_every=1,
-                          test=(x_te, y_te), seed=seed, progress=False)  # type: ignore[arg-type]
+                          test=(x_te, y_te), seed=seed, progress=False)
             lin_acc[i] = float(tr.test_metric[-1])
             lin_best[i] = float(np.max(tr.test_metric[1:])) if len(tr.test_metric) > 1 else float(tr.test_metric[-1])
         bar.update(1)

@@ -61,7 +61,7 @@ per-sample Jacobians.
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Literal, Optional, Union
+from typing import Any, Callable, Literal, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -236,7 +236,7 @@ def _pair_trace(Ja: Tensor, Jb: Tensor) -> Tensor:
     return Ja.reshape(Ja.shape[0], -1) @ Jb.reshape(Jb.shape[0], -1).T
 
 
-def _block_pairs(x: Tensor, bs: int, compute: Callable[[Tensor], object], pair: Callable[[object, object], Tensor],
+def _block_pairs(x: Tensor, bs: int, compute: Callable[[Tensor], Any], pair: Callable[[Any, Any], Tensor],
                  rows_per_point: int, cache_bytes: int, progress: bool) -> Tensor:
     """Kernel from per-block features: ``pair(F_a, F_b)`` for ``b <= a``, upper blocks mirrored.
 
@@ -330,7 +330,7 @@ class _Layer:
     def __init__(self, name: str, module: nn.Module, weight: Optional[slice], bias: Optional[slice]) -> None:
         self.name, self.module, self.weight, self.bias = name, module, weight, bias
         self.conv = isinstance(module, nn.Conv2d)
-        self.out = module.out_channels if self.conv else module.out_features  # type: ignore[union-attr]
+        self.out: int = int(getattr(module, "out_channels" if self.conv else "out_features"))
 
     def n_explicit(self) -> int:
         """Columns of the explicit per-sample Jacobian this layer contributes (conv layers; 0 for Linear)."""
@@ -515,7 +515,7 @@ def _structured_block(layers: list[_Layer], C: int, x: Tensor, itemsize: int, ro
             hw = int(x[0].numel()) if x.dim() > 1 else 1
             per_point += C * layer.n_explicit() + 2 * C * layer.out * hw
         else:
-            per_point += C * layer.out + m.in_features  # type: ignore[union-attr]
+            per_point += C * layer.out + int(getattr(m, "in_features"))
     return _default_block(int(x.shape[0]), per_point * itemsize, rows_per_point)
 
 

@@ -77,6 +77,9 @@ class LinearizedModel(nn.Module):
       declares (capabilities, shared simulator devices) is passed on through :meth:`qlandscape_module_info`.
     """
 
+    theta_t: Tensor  # a buffer (registered in __init__)
+    delta: nn.Parameter
+
     def __init__(self, model: nn.Module, params: ParamSelector = None, *,
                  example_input: Optional[Tensor] = None) -> None:
         super().__init__()
@@ -140,7 +143,7 @@ class LinearizedModel(nn.Module):
         adapter = self._adapter_for(delta.dtype)
         theta_t = self.theta_t.to(delta.dtype)
         x = adapter.cast(x)
-        out, tangent = torch.func.jvp(lambda th: adapter.apply(th, x), (theta_t,), (delta,))
+        out, tangent = torch.func.jvp(lambda th: adapter.apply(th, x), (theta_t,), (delta,))[:2]
         return out + tangent
 
     def network_output(self, x: Tensor, theta: Optional[Tensor] = None) -> Tensor:

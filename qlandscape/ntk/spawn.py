@@ -470,7 +470,8 @@ def train_parent(model: nn.Module, data: Dataset, plan: SpawnPlan, *, progress: 
     return result
 
 
-def train_child(model: nn.Module, data: Dataset, plan: SpawnPlan, parent: Union[TrainResult, np.ndarray, Tensor],
+def train_child(model: nn.Module, data: Dataset, plan: SpawnPlan,
+                parent: Union[TrainResult, tuple[np.ndarray, Optional[dict[str, np.ndarray]]], np.ndarray, Tensor],
                 t: int, k: int, *, progress: bool = False) -> np.ndarray:
     """Train child ``k`` spawned at epoch ``t`` to the end and return its final flat parameters.
 

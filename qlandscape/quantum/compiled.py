@@ -510,6 +510,7 @@ class CompiledCircuit:
                 k, kt = self._op_matrix(ks, kts, op, False, c)
                 wires = self.groups[op[2]]
                 prev = start if j == 0 else traj[j - 1]
+                assert kt is not None  # a tangent run is given the matrices' tangents
                 new = apply_cols(prev, kt, wires, n)
                 if t is not None:
                     new += apply_cols(t, k, wires, n)
@@ -731,6 +732,7 @@ class CompiledCircuit:
                     assert x1 is not None
                     slot[1].copy_((contract(lam_c[1], x0, wires, n) + contract(lam_c[0], x1, wires, n)).conj())
                 if traj is None:
+                    assert state is not None
                     kh = torch.conj_physical(k).transpose(-1, -2).contiguous()
                     kth = None if kt is None else torch.conj_physical(kt).transpose(-1, -2).contiguous()
                     state = self._dual_apply(state, kh, kth, fn, wires, n)  # un-compute: k^H
@@ -746,6 +748,7 @@ class CompiledCircuit:
             else:
                 perm = c.perms[op[1]]  # an involution
                 if traj is None:
+                    assert state is not None
                     state = state[..., perm] if per_row else state[..., perm, :]
                 lam_c = lam_c[..., perm] if per_row else lam_c[..., perm, :]
         out = grads if acc is None else [acc[g] + grads[g] for g in range(len(grads))]
@@ -842,7 +845,8 @@ class CompiledCircuit:
         fold_bar: dict[int, Tensor] = {}
         prep_bar: Optional[Tensor] = None
         w_bar = torch.zeros_like(w)
-        x_bars, outs = [], []
+        x_bars: list[Tensor] = []
+        outs: list[Tensor] = []
         seq = [si for si, m in enumerate(modes) if m != "prep"]
         for b0 in range(0, B, plan.rows):
             xc = x[:, b0:b0 + plan.rows]
@@ -875,7 +879,11 @@ class CompiledCircuit:
                     state = self._run_dual(si, state, *mats[si], c)
             final = self._to(state, layout, "cols")
             value, tangent = self._readout_dual(final, c)
-            outs.append(value if order == 1 else tangent)
+            if order == 1:
+                outs.append(value)
+            else:
+                assert tangent is not None  # order 2 reads out the tangent too
+                outs.append(tangent)
             lam = expectations_adjoint_cols(final, gout[:, b0:b0 + M], self.observables, self.n_qubits, c.z_signs)
             lam_layout = "cols"
             xc_bar: Optional[Tensor] = None
@@ -916,13 +924,15 @@ class CompiledCircuit:
             if mode == "data":
                 continue
             if mode == "gates":
-                kb = acc[si]
-                if kb is None:
+                kept_grads = acc[si]
+                if kept_grads is None:
                     continue
+                kb = kept_grads
             else:
-                bar = prep_bar if mode == "prep" else fold_bar.get(si)
-                if bar is None:
+                seg_bar = prep_bar if mode == "prep" else fold_bar.get(si)
+                if seg_bar is None:
                     continue
+                bar = seg_bar
                 f = kept[si]
                 if f.traj is not None:
                     _, kb = self._reverse_dual(si, None, bar, *mats[si], c, None, traj=f.traj, traj_t=tangents.get(si))
@@ -981,7 +991,7 @@ class _CircuitVJP(torch.autograd.Function):
         return w_bar, x_bar
 
     @staticmethod
-    def backward(ctx: Any, a: Tensor, b: Tensor) -> tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor],  # type: ignore[override]
+    def backward(ctx: Any, a: Optional[Tensor], b: Optional[Tensor]) -> tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor],  # type: ignore[override]
                                                           None, None]:
         w, x, gout = ctx.saved_tensors
         sim, need_x = ctx.sim, ctx.need_x
@@ -1008,6 +1018,6 @@ def _second_order_graph(sim: CompiledCircuit, w: Tensor, x: Tensor, gout: Tensor
         return torch.func.grad(lambda u, v: (f(u, v) * g).sum(), argnums=(0, 1))(w_, x_)
 
     bt = torch.zeros_like(xw) if b is None else b.to(w.dtype)
-    _, out_dot = torch.func.jvp(f, (w, xw), (a.to(w.dtype), bt))
-    _, (w_dot, x_dot) = torch.func.jvp(grads, (w, xw), (a.to(w.dtype), bt))
+    out_dot = torch.func.jvp(f, (w, xw), (a.to(w.dtype), bt))[1]
+    w_dot, x_dot = torch.func.jvp(grads, (w, xw), (a.to(w.dtype), bt))[1]
     return w_dot, (x_dot.to(x.dtype) if need_x else None), out_dot.to(gout.dtype), None, None

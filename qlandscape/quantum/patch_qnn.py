@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import pennylane as qml
 import torch
@@ -101,6 +101,8 @@ class PatchCircuit(nn.Module):
     weights : Tensor, shape (spec.n_weights,)
         Initial angles (layout in :class:`CircuitSpec`).
     """
+
+    weights: nn.Parameter
 
     def __init__(self, spec: CircuitSpec, runner: _Shared, weights: Tensor) -> None:
         super().__init__()
@@ -265,8 +267,10 @@ class PatchQNN(PatchNetwork):
                                                  if cfg["positional_bias"] else None)
         self.head: Optional[nn.Linear] = None
         if self.aggregation == "linear":
-            self.head = nn.Linear(P * self.spec.n_outputs, self.n_classes)
-            bound = 1.0 / math.sqrt(P * self.spec.n_outputs)
+            n_out = self.spec.n_outputs
+            assert n_out is not None  # CircuitSpec sets it from the observables
+            self.head = nn.Linear(P * n_out, self.n_classes)
+            bound = 1.0 / math.sqrt(P * n_out)
             with torch.no_grad():
                 self.head.weight.copy_((torch.rand(self.head.weight.shape, generator=gen) * 2 - 1) * bound)
                 self.head.bias.copy_((torch.rand(self.head.bias.shape, generator=gen) * 2 - 1) * bound)
@@ -403,7 +407,7 @@ class PatchQNN(PatchNetwork):
         B, P, F = patches.shape
         if self.patch_batching == "per_patch":
             return torch.stack([c(patches[:, p]) for p, c in enumerate(self.circuits)], dim=1)
-        weights = torch.stack([c.weights for c in self.circuits])  # (P, W)
+        weights = torch.stack([cast(PatchCircuit, c).weights for c in self.circuits])  # (P, W)
         if self._runner.sim is not None:
             _require_compiled_dtype(self._runner.sim, weights)
             return self._runner.sim(patches.transpose(0, 1), weights).transpose(0, 1)

@@ -119,7 +119,10 @@ class _LiveWeights(Mapping):
         self._keys = keys
 
     def __getitem__(self, key: str) -> torch.Tensor:
-        return self._layer._parameters[key]
+        value = self._layer._parameters[key]
+        if value is None:  # a parameter slot set to None: TorchLayer's weights never are
+            raise KeyError(key)
+        return value
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._keys)

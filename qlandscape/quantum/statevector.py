@@ -108,7 +108,7 @@ class TorchStatevector:
     def n_outputs(self) -> int:
         return len(self.observables)
 
-    def _layer_tables(self, layer: _Layer) -> dict[str, Any]:
+    def _layer_tables(self, layer: program.Layer) -> dict[str, Any]:
         """Index tables for building all of a layer's gates at once: per position ``t`` in the
         per-qubit gate lists, the angle column and Pauli of every qubit (identity padding)."""
         wires = sorted(layer.gates)

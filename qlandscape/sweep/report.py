@@ -409,12 +409,12 @@ def _series_plot(rows: Sequence[Mapping[str, Any]], *, metric: str, x_key: str, 
                 es.append(y["std"] if y["std"] is not None else 0.0)
                 # the individual seeds, each at its own x
                 pts = [(_number(row.get(x_key)), _number(row.get(metric))) for row in prows]
-                pts = [(px, py) for px, py in pts if px is not None and py is not None]
-                if pts:
-                    ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=14, alpha=0.35, color=color,
+                seeds = [(px, py) for px, py in pts if px is not None and py is not None]
+                if seeds:
+                    ax.scatter([p[0] for p in seeds], [p[1] for p in seeds], s=14, alpha=0.35, color=color,
                                edgecolors="none", zorder=3)
-                    all_x += [p[0] for p in pts]
-                    all_y += [p[1] for p in pts]
+                    all_x += [p[0] for p in seeds]
+                    all_y += [p[1] for p in seeds]
             if not xs:
                 continue
             order = np.argsort(xs, kind="stable")

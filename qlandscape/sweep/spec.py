@@ -347,7 +347,8 @@ class SweepSpec:
                                     **{PATCH_AXES[k]: v for k, v in coords.items() if k in PATCH_AXES})
         model = dataclasses.replace(b.model, kind=MODEL_KINDS[coords["model"]], seed=coords["seed"])
         lr = self.grid.lr_for(coords["layers"]) if "layers" in coords else None
-        train = dataclasses.replace(b.train, seed=coords["seed"], **({"lr": lr} if lr is not None else {}))
+        extra: dict[str, Any] = {"lr": lr} if lr is not None else {}
+        train = dataclasses.replace(b.train, seed=coords["seed"], **extra)
         return dataclasses.replace(b, patch=patch, model=model, train=train)
 
     def to_dict(self) -> dict[str, Any]:
@@ -368,7 +369,7 @@ class SweepSpec:
         can pick a broadcasting simulator for the paper's large circuits), and cheaper measurements (top-2
         eigenvalues, 10 trace probes, 1 x 20 SLQ, 7 x 7 scans, 4 initializations for the gradient variance)."""
         g, b, m = self.grid, self.base, self.measure
-        first = {k: (getattr(g, k)[:1] if getattr(g, k) is not None else None)
+        first: dict[str, Any] = {k: (getattr(g, k)[:1] if getattr(g, k) is not None else None)
                  for k in ("layers", "qubits", "ansatz", "aggregation")}
         grid = dataclasses.replace(g, patches=g.patches[:2] if g.patches else g.patches, seeds=g.seeds[:1], **first)
         if grid.lr_by_layers is not None and grid.layers is not None:

@@ -34,9 +34,13 @@ import uuid
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional, cast
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ..curvature import DensityResult, EigResult, TraceResult
+    from ..fit import FitReport
 
 from .manifest import write_manifest
 
@@ -217,13 +221,13 @@ def _measure(p: Any, work: Path) -> tuple[dict[str, Any], dict[str, np.ndarray],
     for key in ("train_loss", "train_metric", "test_loss", "test_metric", "steps"):
         arrays[f"train/{key}"] = np.asarray(getattr(tr, key))
     arrays["train/lr"] = np.asarray(tr.lr)
+    fit: Optional[FitReport] = None
     try:
         fit = pipeline.checked_fit(work) or pipeline.fit_report(model, tr, ds, cfg)  # the train step's verdict
     except (ValueError, RuntimeError, FloatingPointError) as exc:  # the check must not cost the run
         log.warning("fit check of %s not done (%s: %s); fit_ok is null", p.dirname, type(exc).__name__, exc)
-        fit = None
         metrics.update(fit_ok=None, fit_failed=None, fit_flags=None, fit=None)
-    else:
+    if fit is not None:
         metrics.update(fit_ok=fit.ok, fit_failed=fit.failed, fit_flags=list(fit.flags), fit=fit.to_dict())
     if fit is not None and not fit.ok and p.bad_fit == "fail":
         raise BadFitError(f"the training did not reach a minimum ({'; '.join(fit.messages)}); not measured "
@@ -235,7 +239,7 @@ def _measure(p: Any, work: Path) -> tuple[dict[str, Any], dict[str, np.ndarray],
         res = pipeline.run_hessian(cfg, work, progress=False, parts=parts)
         times["hessian"] = time.perf_counter() - t0
         if "eigs" in res:
-            e = res["eigs"]
+            e = cast("EigResult", res["eigs"])
             metrics.update(lambda_max=float(e.eigenvalues[0]), lambda_max_bound=float(e.error_bounds[0]),
                            lambda_max_converged=bool(e.converged), eigenvalues=[float(v) for v in e.eigenvalues],
                            eigenvalue_bounds=[float(v) for v in e.error_bounds], eig_hvps=int(e.n_hvp))
@@ -244,10 +248,10 @@ def _measure(p: Any, work: Path) -> tuple[dict[str, Any], dict[str, np.ndarray],
             if cfg.hessian.which == "smallest":  # the smallest end only: eigenvalues[0] is not lambda_max
                 metrics["lambda_max"] = metrics["lambda_max_bound"] = None
         if "trace" in res:
-            t = res["trace"]
+            t = cast("TraceResult", res["trace"])
             metrics.update(trace=float(t.estimate), trace_stderr=float(t.stderr), trace_method=t.method)
         if "density" in res:
-            d = res["density"]
+            d = cast("DensityResult", res["density"])
             arrays["hessian/density_grid"] = np.asarray(d.grid)
             arrays["hessian/density"] = np.asarray(d.density)
     for kind in m.scans:
@@ -318,7 +322,7 @@ def _write_record(work: Path, p: Any, metrics: dict[str, Any], arrays: dict[str,
               "platform": platform.platform(), "pid": os.getpid(), "execution": uuid.uuid4().hex,
               "finished": _now(), "wall_s": wall, **info}
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, **cast(dict[str, Any], arrays))  # (numpy's stubs read ** as its allow_pickle keyword)
     atomic_write_bytes(work / "arrays.npz", buf.getvalue())
     write_json(work / "metrics.json", _finite_json(metrics))
     write_json(work / "run.json", _finite_json(record))  # last: its presence marks a complete record

@@ -196,8 +196,9 @@ def check_model(model: nn.Module, loss: LossSpec, data: tuple[Tensor, Tensor], *
         lv = ob.loss_fn.per_sample(m(xs), ys).sum() * ob._scale
     lv.backward()
     named = dict(m.named_parameters())
-    g_ref = torch.cat([named[k].grad.reshape(-1) if named[k].grad is not None else torch.zeros(named[k].numel(),
-                      dtype=theta0.dtype) for k in ob.space.names])
+    grads = {k: named[k].grad for k in ob.space.names}
+    g_ref = torch.cat([gk.reshape(-1) if gk is not None else torch.zeros(named[k].numel(), dtype=theta0.dtype)
+                       for k, gk in grads.items()])
     add("gradient_equals_backward", _rel(g, g_ref.to(g)), 1e-9)
     h = 1e-4
     fd_errs = []
