@@ -83,6 +83,34 @@ def test_mlp_eigenpairs_match_dense_eigvalsh_including_negative_curvature():
     assert dense.method == "dense" and np.allclose(dense.eigenvalues, evals[::-1][:3], atol=1e-12)
 
 
+def test_to_scipy_gives_scipy_eigsh_the_hessian():
+    """HessianOperator.to_scipy() is a float64 scipy LinearOperator of the objective's Hessian: its matvec and
+    matmat equal dense-Hessian products, scipy's eigsh on it finds the dense spectrum's ends (ARPACK with tol
+    1e-12: 1e-8 relative), and float32 objectives are viewed in float64."""
+    from scipy.sparse.linalg import LinearOperator, eigsh
+
+    from qlandscape import HessianOperator
+
+    case, ob, evals = _not_at_minimum()
+    H = dense_hessian(ob).numpy()
+    op = HessianOperator(ob).to_scipy()
+    assert isinstance(op, LinearOperator) and op.shape == (ob.n_params, ob.n_params) and op.dtype == np.float64
+    rng = np.random.default_rng(0)
+    v, V = rng.normal(size=ob.n_params), rng.normal(size=(ob.n_params, 3))
+    np.testing.assert_allclose(op @ v, H @ v, rtol=1e-10, atol=1e-12 * np.abs(H).max())
+    np.testing.assert_allclose(op @ V, H @ V, rtol=1e-10, atol=1e-12 * np.abs(H).max())
+    scale = np.abs(evals).max()
+    top = np.sort(eigsh(op, k=3, which="LA", tol=1e-12, return_eigenvectors=False))[::-1]
+    bottom = np.sort(eigsh(op, k=2, which="SA", tol=1e-12, return_eigenvectors=False))
+    np.testing.assert_allclose(top, evals[::-1][:3], atol=1e-8 * scale)
+    np.testing.assert_allclose(bottom, evals[:2], atol=1e-8 * scale)
+    np.testing.assert_allclose(top, hessian_eigs(ob, k=3).eigenvalues, atol=1e-8 * scale)
+    ob32 = Objective(case.model, case.loss, (case.x, case.y), dtype=torch.float32)
+    op32 = HessianOperator(ob32).to_scipy()
+    assert op32.dtype == np.float64 and (op32 @ v).dtype == np.float64
+    np.testing.assert_allclose(op32 @ v, H @ v, rtol=1e-3, atol=1e-4 * np.abs(H).max())  # float32 HVPs
+
+
 def test_negated_loss_flips_the_spectrum():
     case = mlp_case()
 
