@@ -1,6 +1,9 @@
 """Conformance suite every model adapter must pass (classical now, quantum patch networks next):
 the same engine calls, the same invariants, whatever the model is."""
 
+import json
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -91,3 +94,92 @@ def test_conformance_suite_catches_an_unreached_weight():
     report = check_model(Hidden(), "cross_entropy", (x, y), train_check=False)
     failed = {c.name for c in report.failures()}
     assert "functional_equals_forward" in failed and "every_parameter_moves_loss" in failed
+
+
+# ------------------------------------------------------------------ the command line (python -m qlandscape.testing)
+_FACTORIES = '''
+import torch
+from torch import nn
+
+
+def make_mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3))
+
+
+class Hidden(nn.Module):  # reads a weight from a plain dict: the functional path cannot swap it
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 2)
+        self.w = nn.Parameter(torch.ones(2))
+        self.stash = {"w": self.w}
+
+    def forward(self, x):
+        return self.lin(x) * self.stash["w"]
+
+
+def make_hidden():
+    torch.manual_seed(0)
+    return Hidden()
+
+
+def make_case():
+    x = torch.randn(7, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    return {"model": make_mlp(), "loss": "cross_entropy", "data": (x, torch.arange(7) % 3)}
+
+
+def not_a_model():
+    return 3
+'''
+
+
+@pytest.fixture
+def factories(tmp_path):
+    path = tmp_path / "user_models.py"
+    path.write_text(_FACTORIES)
+    return path
+
+
+def test_cli_runs_the_suite_on_a_user_factory(factories, tmp_path, capsys):
+    """A conforming model exits 0 with every check listed; one whose weight the functional path cannot reach
+    exits 1 naming the failed checks; the JSON report holds every check."""
+    from qlandscape.testing.__main__ import main
+
+    out = tmp_path / "report.json"
+    assert main([f"{factories}:make_mlp", "--input-shape", "6", "--classes", "3", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "conformance of Sequential: PASSED" in text and "[ok] hvp_equals_finite_differences" in text
+    report = json.loads(out.read_text())
+    assert report["passed"] and {c["name"] for c in report["checks"]} >= {"gradient_equals_backward", "model_unchanged"}
+    assert main([f"{factories}:make_hidden", "--input-shape", "3", "--classes", "2", "--no-train-check"]) == 1
+    text = capsys.readouterr().out
+    assert "FAILED" in text and "[FAIL] functional_equals_forward" in text
+    assert main([f"{factories}:make_case", "--no-train-check"]) == 0  # the factory brings its own loss and data
+    assert main([f"{factories}:make_mlp", "--input-shape", "6", "--loss", "mse", "--no-train-check"]) == 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["nonexistent_pkg_xyz:make"], "cannot import module 'nonexistent_pkg_xyz'"),
+    (["no_colon"], "FACTORY must be 'module:function'"),
+    (["{f}:missing"], "has no callable 'missing'"),
+    (["{f}:not_a_model"], "the factory returned int"),
+    (["{f}:make_mlp"], "give --input-shape"),
+    (["{f}:make_mlp", "--input-shape", "6"], "--classes (>= 2) is needed"),
+    (["{f}:make_mlp", "--input-shape", "6", "--classes", "3", "--samples", "0"], "--samples must be >= 1"),
+])
+def test_cli_bad_factories_and_arguments_are_one_line_and_exit_2(factories, capsys, argv, message):
+    from qlandscape.testing.__main__ import main
+
+    assert main([a.format(f=factories) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_cli_as_a_module_subprocess(factories):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "qlandscape.testing", f"{factories}:make_hidden", "--input-shape",
+                           "3", "--classes", "2", "--no-train-check"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 1 and "[FAIL] every_parameter_moves_loss" in proc.stdout
