@@ -15,7 +15,7 @@
 # filter-normalized random-plane and trajectory-PCA scans; and the loss barrier between two
 # independently trained solutions.
 #
-# Run as a script (`python notebooks/01_classical_landscape.py`) or open with jupytext.
+# Run as a script (`python notebooks/00_classical_landscape_tour.py`) or open with jupytext.
 # `QLANDSCAPE_FAST=1` shrinks everything to a seconds-long smoke run.
 
 # %%
