@@ -171,10 +171,10 @@ def _print_effects(path: Path) -> None:
 
     with open(path, newline="") as fh:
         effects = list(csv.DictReader(fh))
-    keys = ("model", "patches", "layers", "qubits", "ansatz", "aggregation")
+    from .sweep.report import series_label
+
     for e in effects:
-        series = ", ".join(f"{k} ({e[k]})" if e.get("model") == "classical" and k in ("qubits", "ansatz")
-                           else f"{k} {e[k]}" for k in keys if e.get(k) not in (None, "") and k != e["axis"])
+        series = series_label(e, e["axis"])
         interval = f" [{float(e['ratio_lo']):.3g}, {float(e['ratio_hi']):.3g}]" if e.get("ratio_lo") else ""
         ratio = f"{float(e['ratio']):.3g}{interval}" if e.get("ratio") else "-"
         print(f"{e['verdict']:<12s} {e['claim']} ({series}): ratio {e['axis']} {e['to']} / {e['from']} = {ratio}"

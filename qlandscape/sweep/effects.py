@@ -15,10 +15,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
-import numpy as np
-
 from .. import claims, stats
 from ..claims import Rule
+from .report import _groups, _number, _sortable
 
 __all__ = ["AXIS_RULES", "axis_effects", "interval_of_mean", "ratio_columns"]
 
@@ -27,12 +26,8 @@ AXIS_RULES: dict[str, tuple[str, Rule]] = {"patches": ("falls", Rule(below=1.0))
 
 
 def _values(rows: Iterable[Mapping[str, Any]], metric: str) -> list[float]:
-    out = []
-    for row in rows:
-        v = row.get(metric)
-        if v is not None and not (isinstance(v, float) and np.isnan(v)):
-            out.append(float(v))
-    return out
+    """The rows' values of ``metric`` that are not missing."""
+    return [x for x in (_number(row.get(metric)) for row in rows) if x is not None]
 
 
 def interval_of_mean(rows: Sequence[Mapping[str, Any]], metric: str = "lambda_max",
@@ -51,11 +46,6 @@ def _series(rows: Sequence[Mapping[str, Any]], group_keys: Sequence[str], axis: 
     return out
 
 
-def _order(key: tuple[Any, ...]) -> tuple[tuple[bool, Any], ...]:
-    """Sort key of a series: numbers numerically, strings as strings, missing values last."""
-    return tuple((v is None, (0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v))) for v in key)
-
-
 def _ratio(num: list[float], den: list[float], level: float) -> Optional[stats.Estimate]:
     if not num or not den or min(num + den) <= 0:
         return None
@@ -68,9 +58,9 @@ def ratio_columns(summary: list[dict[str, Any]], rows: Sequence[Mapping[str, Any
     :data:`AXIS_RULES` it varies on: ``<metric>_vs_<axis>_ratio`` / ``_lo`` / ``_hi`` (this row's seed mean over
     the seed mean at the series' smallest axis value; ``None`` at that value, or without positive values),
     and ``<metric>_lo`` / ``<metric>_hi``, the interval of this row's seed mean."""
+    members = dict(_groups(rows, group_keys))
     for entry in summary:
-        members = [r for r in rows if all(r.get(k) == entry.get(k) for k in group_keys)]
-        est = interval_of_mean(members, metric, level)
+        est = interval_of_mean(members.get(tuple(entry.get(k) for k in group_keys), []), metric, level)
         entry[f"{metric}_lo"] = est.lo if est is not None and est.has_interval else None
         entry[f"{metric}_hi"] = est.hi if est is not None and est.has_interval else None
     for axis in AXIS_RULES:
@@ -118,7 +108,7 @@ def axis_effects(rows: Iterable[Mapping[str, Any]], group_keys: Sequence[str], m
     out: list[dict[str, Any]] = []
     for axis, (direction, rule) in AXIS_RULES.items():
         others = [k for k in group_keys if k != axis]
-        for key, by_value in sorted(_series(rows, group_keys, axis).items(), key=lambda kv: _order(kv[0])):
+        for key, by_value in sorted(_series(rows, group_keys, axis).items(), key=lambda kv: tuple(_sortable(v) for v in kv[0])):
             values = sorted(v for v in by_value if v is not None)
             if len(values) < 2:
                 continue

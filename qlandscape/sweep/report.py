@@ -28,7 +28,6 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 import numpy as np
 
 from ..rundir import atomic_write_bytes, png_bytes
-from .effects import axis_effects, ratio_columns
 
 log = logging.getLogger("qlandscape")
 
@@ -254,6 +253,18 @@ def _columns_legend(level: float) -> str:
             "minimum. Numbers have 4 significant digits; — = not measured.")
 
 
+def series_label(entry: Mapping[str, Any], axis: str) -> str:
+    """``"model quantum, layers 1, qubits 4, ..."``: an effects row's group keys but ``axis`` (the missing ones left
+    out; on classical rows the matched QNN's :data:`MATCHED_KEYS` in parentheses, as in the tables)."""
+    parts = []
+    for k in GROUP_KEYS:
+        v = entry.get(k)
+        if k == axis or v is None or v == "":
+            continue
+        parts.append(f"{k} ({v})" if entry.get("model") == "classical" and k in MATCHED_KEYS else f"{k} {v}")
+    return ", ".join(parts)
+
+
 def _effects_markdown(effects: Sequence[Mapping[str, Any]], level: float) -> list[str]:
     if not effects:
         return []
@@ -268,8 +279,7 @@ def _effects_markdown(effects: Sequence[Mapping[str, Any]], level: float) -> lis
              "| series | axis | from → to | seeds | ratio [interval] | slope [interval] | claim | verdict |",
              "|---|---|---|---|---|---|---|---|"]
     for e in effects:
-        series = ", ".join(f"{k} ({e[k]})" if e.get("model") == "classical" and k in MATCHED_KEYS else f"{k} {e[k]}"
-                           for k in GROUP_KEYS if k in e and k != e["axis"])
+        series = series_label(e, e["axis"])
 
         def cell(name: str) -> str:
             v = e.get(name)
@@ -542,6 +552,8 @@ def write_report(rows: Iterable[Mapping[str, Any]], out_dir: Path | str, title: 
         raise ValueError("no finished runs to report (the sweep has no result rows yet)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    from .effects import axis_effects, ratio_columns  # (effects builds on this module's helpers)
+
     summary = summarize(rows)
     ratio_columns(summary, rows, GROUP_KEYS)
     effects = axis_effects(rows, GROUP_KEYS)
