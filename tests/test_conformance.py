@@ -175,6 +175,17 @@ def test_cli_bad_factories_and_arguments_are_one_line_and_exit_2(factories, caps
     assert message in err and err.count("\n") == 1
 
 
+def test_cli_a_factory_file_does_not_shadow_a_module_of_its_name(tmp_path):
+    import json as stdlib_json
+    import sys
+
+    from qlandscape.testing.__main__ import load_factory
+
+    (tmp_path / "json.py").write_text(_FACTORIES)
+    assert callable(load_factory(f"{tmp_path / 'json.py'}:make_mlp"))
+    assert sys.modules["json"] is stdlib_json
+
+
 def test_cli_as_a_module_subprocess(factories):
     import subprocess
     import sys

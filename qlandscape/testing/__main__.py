@@ -45,11 +45,12 @@ def load_factory(spec: str) -> Callable[[], Any]:
         path = Path(module_name)
         if not path.is_file():
             raise UsageError(f"no such file: {path}")
-        mod_spec = importlib.util.spec_from_file_location(path.stem, path)
+        name = f"_qlandscape_factory_{path.stem}"  # not the bare stem: a file named json.py must not shadow json
+        mod_spec = importlib.util.spec_from_file_location(name, path)
         if mod_spec is None or mod_spec.loader is None:
             raise UsageError(f"cannot import {path}")
         module = importlib.util.module_from_spec(mod_spec)
-        sys.modules[path.stem] = module
+        sys.modules[name] = module
         mod_spec.loader.exec_module(module)
     else:
         try:
