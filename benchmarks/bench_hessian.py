@@ -65,11 +65,11 @@ WORKLOADS = {
 
 def workload(name: str = "mlp"):
     """The trained model (float64, eval mode) and its training data (deterministic)."""
-    from qlandscape import pipeline
+    from qlandscape import jobs
     from qlandscape.config import load_config
     cfg = load_config(overrides=WORKLOADS[name][1])
-    ds = pipeline.build_dataset(cfg)
-    model0 = pipeline.build_model(cfg, ds)
+    ds = jobs.build_dataset(cfg)
+    model0 = jobs.build_model(cfg, ds)
     t = cfg.train
     model, _ = ql.train(model0, ds, epochs=t.epochs, lr=t.lr, momentum=t.momentum, batch_size=t.batch_size,
                         seed=t.seed, progress=False)

@@ -1,11 +1,11 @@
-"""``qlandscape`` command line: a thin layer over :mod:`qlandscape.pipeline`.
+"""``qlandscape`` command line: a thin layer over the job layer, :mod:`qlandscape.jobs`.
 
 Subcommands: ``train``, ``hessian``, ``scan``, ``demo`` (train + hessian + scan: the main job),
 ``compare`` (a patch QNN against its parameter-matched classical patch MLP, one report), ``ntk`` (the
 empirical NTK along training and kernel learning at time t), ``spawn`` (parent-child spawning barriers;
-both :mod:`qlandscape.ntk.jobs`), ``robust`` (standard vs adversarially trained: robustness and sharpness;
-:mod:`qlandscape.adversarial.jobs`), ``merge`` (barriers between two trained models before and after
-permutation alignment; :mod:`qlandscape.merging.jobs`) and ``sweep``
+both :mod:`qlandscape.jobs.ntk`), ``robust`` (standard vs adversarially trained: robustness and sharpness;
+:mod:`qlandscape.jobs.robust`), ``merge`` (barriers between two trained models before and after
+permutation alignment; :mod:`qlandscape.jobs.merge`) and ``sweep``
 (``run``, ``status``, ``report``: patch-count sweeps, :mod:`qlandscape.sweep`).
 """
 
@@ -200,16 +200,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _sweep_main(args)
     overrides = list(args.overrides)
     if args.command == "compare":
-        from .report import compare_overrides
+        from .jobs.compare import compare_overrides
         overrides = compare_overrides(args.fast) + overrides  # the user's --set win
     if args.command in ("ntk", "spawn"):
-        from .ntk.jobs import fast_overrides
+        from .jobs.ntk import fast_overrides
         overrides = fast_overrides(args.command, args.fast) + overrides  # the user's --set win
     if args.command == "robust":
-        from .adversarial.jobs import fast_overrides as robust_fast
+        from .jobs.robust import fast_overrides as robust_fast
         overrides = robust_fast(args.fast) + overrides
     if args.command == "merge":
-        from .merging.jobs import fast_overrides as merge_fast
+        from .jobs.merge import fast_overrides as merge_fast
         overrides = merge_fast(args.fast) + overrides
     if args.command in ("train", "hessian", "scan", "demo"):
         overrides = (list(FAST_OVERRIDES) if args.fast else []) + overrides
@@ -224,7 +224,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "spawn":
             cfg.check_spawn()
         if args.command == "compare":  # both compared configurations are valid before any work
-            from .report import KINDS, model_config
+            from .jobs.compare import KINDS, model_config
             for kind in KINDS:
                 model_config(cfg, kind)
     except (ValueError, FileNotFoundError) as exc:
@@ -246,41 +246,41 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _run(args: argparse.Namespace, cfg: RunConfig, out: Path) -> int:
     """The command's work, in the locked run directory ``out``."""
-    from . import pipeline
+    from . import jobs
     from .adapter import CapabilityError
     from .quantum.devices import DeviceUnavailableError
     progress = not args.no_progress
     try:
         if args.command == "compare":
-            from .report import main_summary, run_compare
+            from .jobs.compare import main_summary, run_compare
             report = run_compare(cfg, out, fast=args.fast, progress=progress, force=args.force)
             print("\n".join(main_summary(report, out)))
         if args.command == "train":
-            _, tr, _ = pipeline.ensure_trained(cfg, out, progress, force=args.force)
+            _, tr, _ = jobs.ensure_trained(cfg, out, progress, force=args.force)
             i = tr.minimum
             print(f"train loss {tr.train_loss[i]:.6g}, test accuracy {tr.test_metric[i]:.4f} (record {i}) -> {out}")
         if args.command in ("hessian", "demo"):
-            res = pipeline.run_hessian(cfg, out, progress, force=args.force)
+            res = jobs.run_hessian(cfg, out, progress, force=args.force)
             for r in res.values():
                 print(r.summary())  # type: ignore[attr-defined]
         if args.command == "ntk":
-            from .ntk.jobs import run_ntk
+            from .jobs.ntk import run_ntk
             print("\n".join(_ntk_summary(run_ntk(cfg, out, progress, force=args.force))))
         if args.command == "spawn":
-            from .ntk.jobs import run_spawn_job
+            from .jobs.ntk import run_spawn_job
             print("\n".join(_spawn_summary(run_spawn_job(cfg, out, progress, force=args.force))))
         if args.command == "robust":
-            from .adversarial.jobs import run_robust, summary_lines
+            from .jobs.robust import run_robust, summary_lines
             print("\n".join(summary_lines(run_robust(cfg, out, progress, force=args.force))))
         if args.command == "merge":
-            from .merging.jobs import run_merge
-            from .merging.jobs import summary_lines as merge_lines
+            from .jobs.merge import run_merge
+            from .jobs.merge import summary_lines as merge_lines
             print("\n".join(merge_lines(run_merge(cfg, out, progress, force=args.force))))
         if args.command in ("scan", "demo"):
-            scan = pipeline.run_scan(cfg, out, progress, force=args.force)
+            scan = jobs.run_scan(cfg, out, progress, force=args.force)
             print(f"scan {scan.loss.shape}: centre loss {scan.center_loss:.6g}, min {float(scan.loss.min()):.6g}, "
                   f"max {float(scan.loss.max()):.6g} -> {out / 'scan.png'}")
-        fit = pipeline.checked_fit(out) if args.command in ("train", "hessian", "scan", "demo") else None
+        fit = jobs.checked_fit(out) if args.command in ("train", "hessian", "scan", "demo") else None
         if fit is not None:  # the verdict on the trained weights everything above was measured at
             for message in fit.messages:
                 print(f"warning: not at a minimum: {message}")

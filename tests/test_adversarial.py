@@ -347,16 +347,16 @@ def test_adversarial_training_raises_robust_accuracy(digits):
 
 
 def test_train_adversarial_in_the_configuration_builds_the_configured_attack():
-    from qlandscape import pipeline
+    from qlandscape import jobs
     from qlandscape.config import RunConfig, load_config
 
     assert RunConfig().digest("data", "model", "train") == "0cea0f646ecc9160"  # unchanged while off
     cfg = load_config(None, ["data.n_samples=60", "train.adversarial=true", "adversarial.epsilon=0.2",
                              "adversarial.norm=l2", "adversarial.steps=4", "adversarial.eval_steps=9"])
     assert cfg.digest("train") != RunConfig().digest("train")
-    ds = pipeline.build_dataset(cfg)
-    a, e = pipeline.build_attack(cfg, ds), pipeline.build_attack(cfg, ds, evaluation=True)
+    ds = jobs.build_dataset(cfg)
+    a, e = jobs.build_attack(cfg, ds), jobs.build_attack(cfg, ds, evaluation=True)
     assert (a.norm, a.epsilon, a.steps, e.steps) == ("l2", 0.2, 4, 9)
     assert a.clamp == valid_range(ds.x_train, ds.x_test)
     none = load_config(None, ["data.n_samples=60", "adversarial.clamp=none"])
-    assert pipeline.build_attack(none, ds).clamp is None
+    assert jobs.build_attack(none, ds).clamp is None

@@ -119,7 +119,7 @@ def test_train_fast_is_a_smoke_run_and_set_values_win(tmp_path, capsys):
 
 
 def test_a_public_name_that_is_also_a_submodule_stays_the_public_object_after_the_submodule_loads():
-    res = subprocess.run([sys.executable, "-c", "import qlandscape.pipeline, qlandscape.train\n"
+    res = subprocess.run([sys.executable, "-c", "import qlandscape.jobs, qlandscape.train\n"
                           "from qlandscape import train\nimport qlandscape as ql\n"
                           "print(callable(train), ql.train is train, train.__module__)"],
                          env=_env(), capture_output=True, text=True, timeout=300)

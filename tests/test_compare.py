@@ -20,7 +20,7 @@ from qlandscape.config import (
     PATCH_PRESETS,
     load_config,
 )
-from qlandscape.pipeline import build_dataset, build_model
+from qlandscape.jobs import build_dataset, build_model
 
 # A tiny patch QNN: 4 patches of 4 qubits, one layer, no positional bias.
 TINY_QNN = ["model.kind='patch_qnn'", "patch.layers=1", "patch.positional_bias=false", "train.epochs=2",
@@ -153,7 +153,7 @@ def test_patch_qnn_train_hessian_scan_on_lightning_qubit(tmp_path):
 def test_patch_mlp_interpolation_and_scan(tmp_path):
     """The classical baseline through the pipeline, and an init -> trained interpolation."""
     import qlandscape as ql
-    from qlandscape.pipeline import build_objective, ensure_trained
+    from qlandscape.jobs import build_objective, ensure_trained
     overrides = ["model.kind='patch_mlp'", "data.n_samples=60", "train.epochs=2", "scan.n_points=3"]
     assert main(_args("scan", tmp_path, overrides)) == 0
     cfg = load_config(None, overrides)

@@ -26,7 +26,7 @@ from qlandscape.config import (
     load_config,
     parse_override_value,
 )
-from qlandscape.pipeline import build_dataset, build_model, build_objective
+from qlandscape.jobs import build_dataset, build_model, build_objective
 
 DEFAULT_TOML = Path(qlandscape.__file__).parent / "configs" / "default.toml"
 TINY_DATA = ["data.n_samples=200", "model.hidden=[8]"]

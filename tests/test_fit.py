@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from qlandscape import pipeline
+from qlandscape import jobs
 from qlandscape.config import load_config
 from qlandscape.curvature.operator import MatrixOperator
 from qlandscape.curvature.spectrum import ZERO_SPECTRUM_SIGMA, SpectrumOverflowError, spectral_density
@@ -142,30 +142,30 @@ def _warnings(caplog) -> list[str]:
 def test_the_pipeline_warns_once_per_flag_for_a_diverged_training(tmp_path, caplog, monkeypatch):
     cfg = load_config(None, TINY + ["train.lr=1e6"])
     with caplog.at_level(logging.INFO, logger="qlandscape"):
-        model, tr, ds = pipeline.ensure_trained(cfg, tmp_path / "run", progress=False)
-        pipeline.ensure_trained(cfg, tmp_path / "run", progress=False)  # reused: not warned twice
+        model, tr, ds = jobs.ensure_trained(cfg, tmp_path / "run", progress=False)
+        jobs.ensure_trained(cfg, tmp_path / "run", progress=False)  # reused: not warned twice
     warned = _warnings(caplog)
-    report = pipeline.fit_report(model, tr, ds, cfg)
+    report = jobs.fit_report(model, tr, ds, cfg)
     assert report.failed and "loss_above_start" in report.flags
     assert len(warned) == len(report.flags) and all(w.startswith("fit check: ") for w in warned), warned
     assert any("loss_above_start" in w and "diverged" in w for w in warned)
     stored = tr.config["fit"]
     assert stored["report"]["flags"] == report.flags and stored["grad_norm"] == report.grad_norm
     # a new process reuses the stored gradient norms (no gradient computed) and warns again
-    monkeypatch.setattr(pipeline, "_FIT_SEEN", {})
-    monkeypatch.setattr(pipeline, "gradient_norm", lambda *a, **k: pytest.fail("gradient recomputed"))
+    monkeypatch.setattr(jobs.training, "_FIT_SEEN", {})
+    monkeypatch.setattr(jobs.training, "gradient_norm", lambda *a, **k: pytest.fail("gradient recomputed"))
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="qlandscape"):
-        pipeline.ensure_trained(cfg, tmp_path / "run", progress=False)
+        jobs.ensure_trained(cfg, tmp_path / "run", progress=False)
     assert _warnings(caplog) == warned
 
 
 def test_the_pipeline_does_not_warn_for_a_healthy_training(tmp_path, caplog):
     cfg = load_config(None, TINY[:-1] + ["train.epochs=30"])
     with caplog.at_level(logging.INFO, logger="qlandscape"):
-        model, tr, ds = pipeline.ensure_trained(cfg, tmp_path / "run", progress=False)
+        model, tr, ds = jobs.ensure_trained(cfg, tmp_path / "run", progress=False)
     assert _warnings(caplog) == [] and not any("fit check" in r.getMessage() for r in caplog.records)
-    report = pipeline.fit_report(model, tr, ds, cfg)
+    report = jobs.fit_report(model, tr, ds, cfg)
     assert report.ok and report.chance_accuracy == pytest.approx(
         float(torch.bincount(ds.y_train).max()) / len(ds.y_train))
 

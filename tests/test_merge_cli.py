@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from qlandscape import pipeline
+from qlandscape import jobs
 from qlandscape.cli import main
 from qlandscape.config import load_config
+from qlandscape.jobs.merge import FAST_OVERRIDES, fast_overrides, seed_config, summary_lines
 from qlandscape.merging import MergeResult
-from qlandscape.merging.jobs import FAST_OVERRIDES, fast_overrides, seed_config, summary_lines
 from qlandscape.objective import Objective
 
 MLP = ["--set", "model.kind=mlp"]
@@ -60,7 +60,7 @@ def test_endpoints_are_the_trained_models(merge_run, caplog):
     caplog.set_level(logging.INFO, logger="qlandscape")
     base = load_config(None, fast_overrides(True) + ["model.kind=mlp"])
     for label, seed in (("a", 0), ("b", 1)):
-        model, _, ds = pipeline.ensure_trained(seed_config(base, seed), out / f"seed{seed}", progress=False)
+        model, _, ds = jobs.ensure_trained(seed_config(base, seed), out / f"seed{seed}", progress=False)
         loss, acc = Objective(model, "cross_entropy", ds.test, dtype=torch.float64).evaluate()
         assert s["endpoints"][label]["loss"] == pytest.approx(loss, rel=1e-9, abs=1e-12)
         assert s["endpoints"][label]["accuracy"] == pytest.approx(acc, abs=1e-12)

@@ -12,7 +12,7 @@ import torch
 
 from qlandscape import config as config_mod
 from qlandscape import data as data_mod
-from qlandscape import pipeline
+from qlandscape import jobs
 from qlandscape.cli import main
 from qlandscape.config import load_config
 from qlandscape.data import MNIST_FILES, load_mnist, read_idx
@@ -341,9 +341,9 @@ def test_mnist_keys_at_their_defaults_keep_the_digest():
 def test_pipeline_builds_14x14_mnist_inputs_from_an_idx_directory(tmp_path):
     d, _ = _write_dir(tmp_path, gz=True)
     cfg = load_config(None, ["data.dataset='mnist'", f"data.path='{d}'"])
-    ds = pipeline.build_dataset(cfg)
+    ds = jobs.build_dataset(cfg)
     assert ds.x_train.shape == (N_TRAIN, 196) and ds.image_shape == (14, 14) and ds.n_classes == 10
-    cnn = pipeline.build_dataset(load_config(None, ["data.dataset='mnist'", f"data.path='{d}'", "model.kind=cnn",
+    cnn = jobs.build_dataset(load_config(None, ["data.dataset='mnist'", f"data.path='{d}'", "model.kind=cnn",
                                                     "data.n_samples=4", "data.classes=[0, 1]"]))
     assert cnn.x_train.shape == (4, 1, 14, 14) and cnn.classes == (0, 1)
 

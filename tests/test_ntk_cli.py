@@ -8,7 +8,7 @@ import pytest
 
 from qlandscape.cli import main
 from qlandscape.config import NTK_IMPLEMENTATIONS, NTK_KINDS, NTK_METHODS, RunConfig, load_config
-from qlandscape.ntk.jobs import FAST_OVERRIDES, checkpoint_indices, fast_overrides
+from qlandscape.jobs.ntk import FAST_OVERRIDES, checkpoint_indices, fast_overrides
 
 NTK_FILES = ("ntk.json", "ntk_dynamics.npz", "ntk_dynamics.json", "kernel_learning.npz", "kernel_learning.json",
              "ntk_distance.png", "ntk_learning.png", "ntk_trajectory.npz", "ntk_trajectory.json", "ntk_trajectory.png")

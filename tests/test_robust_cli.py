@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from qlandscape.adversarial.jobs import FAST_OVERRIDES, VARIANTS, fast_overrides, variant_configs
 from qlandscape.cli import main
 from qlandscape.config import RunConfig, load_config
+from qlandscape.jobs.robust import FAST_OVERRIDES, VARIANTS, fast_overrides, variant_configs
 
 # the smallest settings that still make sense, on top of --fast
 SMALL = ("model.kind=mlp", "model.hidden=[16]", "data.n_samples=120", "train.epochs=2", "adversarial.steps=2",

@@ -20,7 +20,7 @@ from qlandscape import LandscapeScan
 from qlandscape.cli import main
 from qlandscape.config import RunConfig, ScanConfig, load_config
 from qlandscape.configview import ConfigReads, changed_reads
-from qlandscape.pipeline import _load_weights
+from qlandscape.jobs import load_weights
 from qlandscape.results import ResultFileError
 from qlandscape.rundir import RunDirBusy, atomic_write_bytes, open_rundir
 
@@ -140,7 +140,7 @@ def test_a_damaged_file_is_named_in_one_warning_and_recomputed(run, caplog, caps
         assert len(warnings) == 1 and name.split("/")[-1] in warnings[0] and "recomputing" in warnings[0], warnings
     for base in RESULTS[1:]:
         assert (run / f"{base}.npz").is_file() and (run / f"{base}.json").is_file()
-    _load_weights(run / "model.pt")
+    load_weights(run / "model.pt")
     warnings, messages = _rerun(_args("demo", run), caplog, capsys)  # and the directory is whole again
     assert warnings == [] and sum(m.startswith("reusing") for m in messages) == 6
 
@@ -156,7 +156,7 @@ def test_loading_a_damaged_file_never_suggests_unpickling(tmp_path):
         LandscapeScan.load(bad)
     (tmp_path / "model.pt").write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(ResultFileError, match="model.pt is not a readable state dict") as exc3:
-        _load_weights(tmp_path / "model.pt")
+        load_weights(tmp_path / "model.pt")
     for e in (exc, exc2, exc3):
         assert "pickle" not in str(e.value).replace("unpickl", "") and "weights_only" not in str(e.value)
 
@@ -213,7 +213,7 @@ def test_force_recomputes_everything_training_once(run, caplog, capsys):
     assert sum(m.startswith("trained ") for m in messages) == 1
     assert not any(m.startswith("reusing") and "train" not in m for m in messages), messages
     assert all((run / n).stat().st_mtime_ns != before[n] for n in names)
-    _load_weights(run / "model.pt")
+    load_weights(run / "model.pt")
 
 
 # ------------------------------------------------------------------------------ --out, modes, lock
@@ -302,7 +302,7 @@ def test_two_processes_on_one_directory_train_once(tmp_path, caplog, capsys):
     assert child.returncode == 0 and "INFO qlandscape: trained" in child_err, child_err
     assert (rc == 1 and f"pid {child.pid}" in err) or (rc == 0 and _messages(caplog)[0].startswith("reusing train"))
     assert not any(m.startswith("trained ") for m in _messages(caplog))
-    assert isinstance(_load_weights(out / "model.pt"), dict)
+    assert isinstance(load_weights(out / "model.pt"), dict)
 
 
 def test_nested_sessions_in_one_process_share_the_lock(tmp_path):
@@ -339,7 +339,7 @@ def test_compare_keeps_the_run_directory_guarantees(tmp_path, caplog, capsys, mo
     assert "density.png" not in report["figures"] and not (out / "density.png").exists()
     assert "[density.png]" not in (out / "report.md").read_text()
     monkeypatch.undo()
-    from qlandscape.report import compare_overrides, model_config, run_model
+    from qlandscape.jobs.compare import compare_overrides, model_config, run_model
     cfg = model_config(load_config(None, compare_overrides(True) + TINY_COMPARE), "patch_mlp")
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="qlandscape"):

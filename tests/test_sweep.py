@@ -235,11 +235,11 @@ def test_unbuildable_grid_point_fails_before_any_run_dir(tmp_path):
 
 
 def test_validation_builds_each_architecture_once_whatever_the_seeds(monkeypatch):
-    from qlandscape import pipeline
+    from qlandscape import jobs
     from qlandscape.sweep.runner import validate_models
     built = []
-    real = pipeline.build_model
-    monkeypatch.setattr(pipeline, "build_model", lambda cfg, ds: built.append(cfg.patch.n_patches) or real(cfg, ds))
+    real = jobs.build_model
+    monkeypatch.setattr(jobs, "build_model", lambda cfg, ds: built.append(cfg.patch.n_patches) or real(cfg, ds))
     spec = _spec(patches=(1, 4), seeds=(0, 1, 2))
     validate_models(spec.runs())
     assert sorted(built) == [1, 4]  # 2 architectures (x 3 seeds = 6 runs): 2 builds
@@ -374,15 +374,15 @@ def test_changed_spec_adds_only_new_grid_points(tmp_path):
 
 # ------------------------------------------------------------------------------------------ 6. failures
 def test_failure_is_recorded_and_retried(tmp_path, monkeypatch):
-    import qlandscape.pipeline as pipeline
-    real = pipeline.run_hessian
+    from qlandscape import jobs
+    real = jobs.run_hessian
 
     def flaky(cfg, *args, **kwargs):
         if cfg.patch.n_patches == 4:
             raise RuntimeError("injected hessian failure\nsecond line")
         return real(cfg, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "run_hessian", flaky)
+    monkeypatch.setattr(jobs, "run_hessian", flaky)
     spec = _spec(seeds=(0,))
     good, bad = [p.dirname for p in spec.runs()]
     assert "-p4-" in bad
@@ -402,7 +402,7 @@ def test_failure_is_recorded_and_retried(tmp_path, monkeypatch):
     assert sorted(skip.skipped) == sorted([good, bad]) and skip.done == [] and not skip.failed
     assert (out / "failed" / f"{bad}.json").is_file()
 
-    monkeypatch.setattr(pipeline, "run_hessian", real)
+    monkeypatch.setattr(jobs, "run_hessian", real)
     retry = run_sweep(spec, out, executor="serial", retry_failed=True, progress=False)
     assert retry.done == [bad] and retry.skipped == [good] and not retry.failed
     assert not (out / "failed" / f"{bad}.json").exists()
@@ -627,7 +627,7 @@ def test_sweep_table_is_a_dataframe(tmp_path):
 
 # ------------------------------------------------------------------------------------------ 12. grad var
 def test_gradient_variance_measurement(tmp_path):
-    import qlandscape.pipeline as pipeline
+    from qlandscape import jobs
     from qlandscape.trainability import gradient_variance
     spec = _spec(patches=(4,), seeds=(3,), measure=MeasureSpec(eigs=False, trace=False, grad_var_inits=3,
                                                                  grad_var_samples=20))
@@ -641,10 +641,10 @@ def test_gradient_variance_measurement(tmp_path):
     assert (out / "runs" / p.dirname / "grad_var.json").is_file()
 
     cfg = p.config
-    ds = pipeline.build_dataset(cfg)
+    ds = jobs.build_dataset(cfg)
     x, y = ds.train
-    direct = gradient_variance(lambda s: pipeline.build_model(p.with_init_seed(s), ds), "cross_entropy",
-                               (x[:20], y[:20]), n_inits=3, seed=3, dtype=pipeline._DTYPES[cfg.objective.dtype],
+    direct = gradient_variance(lambda s: jobs.build_model(p.with_init_seed(s), ds), "cross_entropy",
+                               (x[:20], y[:20]), n_inits=3, seed=3, dtype=jobs.DTYPES[cfg.objective.dtype],
                                batch_size=cfg.objective.batch_size, progress=False)
     assert abs(direct.mean_variance - m["grad_var"]) <= 1e-12 * max(1.0, abs(direct.mean_variance))
     with np.load(out / "runs" / p.dirname / "arrays.npz") as z:
@@ -672,17 +672,17 @@ def test_lowest_train_loss_minimum(tmp_path):
 def test_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch):
     # A run whose Hessian step failed is retried from its finished training (model.pt, train.npz reused):
     # the published results must equal those of a run that never stopped, the selected minimum included.
-    import qlandscape.pipeline as pipeline
-    real = pipeline.run_hessian
+    from qlandscape import jobs
+    real = jobs.run_hessian
 
     def broken(*args, **kwargs):
         raise RuntimeError("injected")
 
     spec = _spec(patches=(4,), seeds=(0,), base=_base(epochs=6, minimum="lowest_train_loss"))
     (p,) = spec.runs()
-    monkeypatch.setattr(pipeline, "run_hessian", broken)
+    monkeypatch.setattr(jobs, "run_hessian", broken)
     assert list(run_sweep(spec, tmp_path / "resumed", executor="serial", progress=False).failed) == [p.dirname]
-    monkeypatch.setattr(pipeline, "run_hessian", real)
+    monkeypatch.setattr(jobs, "run_hessian", real)
     assert run_sweep(spec, tmp_path / "resumed", executor="serial", retry_failed=True, progress=False).done == [
         p.dirname]
     assert "reusing train" in (tmp_path / "resumed" / "runs" / p.dirname / "run.log").read_text()
@@ -727,23 +727,23 @@ def test_executor_instance_with_threads_matches_serial(tmp_path):
 
 
 def test_concurrent_model_builds_are_seeded_per_call():
-    # What the sweep test above depends on: pipeline.build_model(cfg) gives the same initial weights for
+    # What the sweep test above depends on: jobs.build_model(cfg) gives the same initial weights for
     # the same model.seed whatever other threads of the process do at the same time.
     import threading
 
     import torch
 
-    import qlandscape.pipeline as pipeline
+    from qlandscape import jobs
     plans = _spec(patches=(4,), seeds=tuple(range(8))).runs()
-    ds = pipeline.shape_only_dataset(plans[0].config)
-    ref = [pipeline.build_model(p.config, ds).state_dict() for p in plans]
+    ds = jobs.shape_only_dataset(plans[0].config)
+    ref = [jobs.build_model(p.config, ds).state_dict() for p in plans]
     got: dict[int, list] = {i: [] for i in range(len(plans))}
     barrier = threading.Barrier(len(plans))
 
     def build(i: int) -> None:
         barrier.wait()
         for _ in range(5):
-            got[i].append(pipeline.build_model(plans[i].config, ds).state_dict())
+            got[i].append(jobs.build_model(plans[i].config, ds).state_dict())
 
     threads = [threading.Thread(target=build, args=(i,)) for i in range(len(plans))]
     for t in threads:

@@ -373,13 +373,14 @@ def test_an_unreachable_dask_scheduler_is_one_line_before_any_file(spec_file, tm
 
 
 def test_a_bad_executor_and_an_unusable_out_fail_before_any_file_or_model(spec_file, tmp_path, capsys, monkeypatch):
-    from qlandscape import pipeline
+    from qlandscape import jobs
     from qlandscape.cli import main
 
     def no_build(*a, **k):
         raise AssertionError("a model was built before the argument checks")
 
-    monkeypatch.setattr(pipeline, "build_model", no_build)
+    for where in (jobs, jobs.training):  # the sweep's model check and the train step
+        monkeypatch.setattr(where, "build_model", no_build)
     out = tmp_path / "o"
     assert main(["sweep", "run", str(spec_file), "--out", str(out), "--executor", "bogus"]) == 2
     assert "unknown executor 'bogus'" in capsys.readouterr().err

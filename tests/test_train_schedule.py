@@ -239,7 +239,7 @@ def test_train_results_saved_before_lr_and_selected_still_load(tmp_path):
 
 
 def test_pipeline_keeps_the_configured_minimum_and_reloads_it(tmp_path):
-    from qlandscape.pipeline import ensure_trained
+    from qlandscape.jobs import ensure_trained
     # lr = 10 overshoots: the loss falls for four epochs and rises in the fifth
     cfg = load_config(None, ["data.n_samples=60", "model.hidden=[8]", "train.epochs=5", "train.lr=10",
                              "train.minimum=lowest_train_loss"])
@@ -253,7 +253,7 @@ def test_pipeline_keeps_the_configured_minimum_and_reloads_it(tmp_path):
 
 
 def test_pipeline_trains_with_the_configured_schedule(tmp_path):
-    from qlandscape.pipeline import ensure_trained
+    from qlandscape.jobs import ensure_trained
     cfg = load_config(None, ["data.n_samples=60", "model.hidden=[8]", "train.epochs=3", "train.lr=0.5",
                              "train.schedule=cosine", "train.t_max=2"])
     _, tr, _ = ensure_trained(cfg, tmp_path, progress=False)

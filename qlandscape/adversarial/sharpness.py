@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..landscape.directions import _safe_ratio, normalize_direction, resolve_one_d
+from ..landscape.directions import normalize_direction, resolve_one_d, safe_ratio
 from ..objective import Objective
 from ..params import ParamSpace
 from ..results import Result
@@ -168,7 +168,7 @@ def _group_norms(v: Tensor, index: Tensor, n_groups: int) -> Tensor:
 def _project(delta: Tensor, index: Tensor, radius: Tensor) -> Tensor:
     """``delta`` with each group scaled into its ball of ``radius`` and fixed entries zeroed."""
     norms = _group_norms(delta, index, radius.shape[0])
-    factor = torch.where(norms > radius, _safe_ratio(radius, norms), torch.ones_like(norms))
+    factor = torch.where(norms > radius, safe_ratio(radius, norms), torch.ones_like(norms))
     out = torch.zeros_like(delta)
     moved = index >= 0
     out[moved] = delta[moved] * factor[index[moved]]
@@ -178,7 +178,7 @@ def _project(delta: Tensor, index: Tensor, radius: Tensor) -> Tensor:
 def _ascent_step(delta: Tensor, grad: Tensor, index: Tensor, radius: Tensor, step_size: float) -> Tensor:
     """Move each group by ``step_size * radius_g`` along its normalized gradient, then project."""
     gnorm = _group_norms(grad, index, radius.shape[0])
-    scale = step_size * _safe_ratio(radius, gnorm)  # 0 where the group's gradient vanishes
+    scale = step_size * safe_ratio(radius, gnorm)  # 0 where the group's gradient vanishes
     moved = index >= 0
     out = delta.clone()
     out[moved] = delta[moved] + scale[index[moved]] * grad[moved]

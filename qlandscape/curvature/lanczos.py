@@ -138,8 +138,8 @@ class EigResult(Result):
 
     def plot(self, ax=None):  # type: ignore[no-untyped-def]
         """Convergence of the wanted Ritz values against Lanczos steps (= HVPs)."""
-        from ..landscape.plot import _axes
-        ax = _axes(ax)
+        from ..landscape.plot import new_axes
+        ax = new_axes(ax)
         steps = np.arange(1, self.ritz_history.shape[0] + 1)
         for i in range(self.ritz_history.shape[1]):
             ax.plot(steps, self.ritz_history[:, i], marker=".", label=f"theta_{i + 1}")

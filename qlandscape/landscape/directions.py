@@ -58,7 +58,8 @@ def resolve_one_d(space: ParamSpace, one_d: OneDPolicy) -> OneDPolicy:
     return "zero" if 2 * n_1d <= space.size else "layer"
 
 
-def _safe_ratio(num: Tensor, den: Tensor) -> Tensor:
+def safe_ratio(num: Tensor, den: Tensor) -> Tensor:
+    """``num / den`` elementwise where ``den > 0``, and 0 where ``den == 0`` (no inf or NaN for a zero norm)."""
     return torch.where(den > 0, num / den.clamp_min(torch.finfo(den.dtype).tiny), torch.zeros_like(num))
 
 
@@ -92,19 +93,19 @@ def normalize_direction(direction: Tensor, theta: Tensor, space: ParamSpace,
     for name, sl, shape in space.slices():
         dp, tp = d[sl], theta[sl]
         if normalization == "layer" or (len(shape) <= 1 and one_d == "layer"):
-            d[sl] = dp * _safe_ratio(tp.norm(), dp.norm())
+            d[sl] = dp * safe_ratio(tp.norm(), dp.norm())
         elif len(shape) <= 1:
             if one_d == "zero":
                 d[sl] = 0.0
                 continue
             elif one_d == "filter":
-                d[sl] = dp * _safe_ratio(tp.abs(), dp.abs())
+                d[sl] = dp * safe_ratio(tp.abs(), dp.abs())
             else:
                 continue  # "keep": raw
         else:
             df = dp.reshape(shape[0], -1)
             tf = tp.reshape(shape[0], -1)
-            d[sl] = (df * _safe_ratio(tf.norm(dim=1), df.norm(dim=1))[:, None]).reshape(-1)
+            d[sl] = (df * safe_ratio(tf.norm(dim=1), df.norm(dim=1))[:, None]).reshape(-1)
         if bool(direction[sl].ne(0).any()) and not bool(d[sl].ne(0).any()):
             unmoved.append(name)
     if not bool(d.ne(0).any()):

@@ -7,7 +7,8 @@ from typing import Any, Optional
 import numpy as np
 
 
-def _axes(ax: Any = None, projection: Optional[str] = None) -> Any:
+def new_axes(ax: Any = None, projection: Optional[str] = None) -> Any:
+    """``ax`` itself, or the axes of a new 5.5 x 4.5 inch figure (``projection="3d"`` for surfaces)."""
     if ax is not None:
         return ax
     import matplotlib.pyplot as plt
@@ -17,7 +18,7 @@ def _axes(ax: Any = None, projection: Optional[str] = None) -> Any:
 
 def plot_line(scan: Any, ax: Any = None, metric: bool = False) -> Any:
     """1D scan: loss (and optionally metric on a twin axis) against the coordinate."""
-    ax = _axes(ax)
+    ax = new_axes(ax)
     ax.plot(scan.alphas, scan.loss, color="C0", label="loss")
     ax.axvline(0.0, color="0.7", lw=0.8, ls="--")
     ax.set_xlabel("alpha")
@@ -32,7 +33,7 @@ def plot_line(scan: Any, ax: Any = None, metric: bool = False) -> Any:
 def plot_contour(scan: Any, ax: Any = None, levels: int = 30, log: bool = False,
                  trajectory: Optional[np.ndarray] = None) -> Any:
     """2D scan as filled contours; ``trajectory`` (T, 2) coordinates are overlaid."""
-    ax = _axes(ax)
+    ax = new_axes(ax)
     Z = np.log10(np.clip(scan.loss, 1e-300, None)) if log else scan.loss
     A, B = np.meshgrid(scan.alphas, scan.betas, indexing="ij")
     cs = ax.contourf(A, B, Z, levels=levels, cmap="viridis")
@@ -49,7 +50,7 @@ def plot_contour(scan: Any, ax: Any = None, levels: int = 30, log: bool = False,
 
 def plot_surface(scan: Any, ax: Any = None, log: bool = False) -> Any:
     """2D scan as a 3D surface."""
-    ax = _axes(ax, projection="3d")
+    ax = new_axes(ax, projection="3d")
     Z = np.log10(np.clip(scan.loss, 1e-300, None)) if log else scan.loss
     A, B = np.meshgrid(scan.alphas, scan.betas, indexing="ij")
     ax.plot_surface(A, B, Z, cmap="viridis", linewidth=0, antialiased=True)
@@ -61,7 +62,7 @@ def plot_surface(scan: Any, ax: Any = None, log: bool = False) -> Any:
 
 def plot_interpolation(res: Any, ax: Any = None) -> Any:
     """Loss along an interpolation with the straight line joining the endpoint losses."""
-    ax = _axes(ax)
+    ax = new_axes(ax)
     ax.plot(res.t, res.loss, "o-", ms=3, label="loss")
     ax.plot([0, 1], [res.loss_a, res.loss_b], "--", color="0.5", label="endpoint line")
     ax.set_xlabel("t")
@@ -73,7 +74,7 @@ def plot_interpolation(res: Any, ax: Any = None) -> Any:
 
 def plot_density(res: Any, ax: Any = None, log: bool = True) -> Any:
     """Smoothed SLQ spectral density."""
-    ax = _axes(ax)
+    ax = new_axes(ax)
     y = np.clip(res.density, 1e-12, None) if log else res.density
     ax.plot(res.grid, y)
     if log:
@@ -83,10 +84,27 @@ def plot_density(res: Any, ax: Any = None, log: bool = True) -> Any:
     return ax
 
 
-def save_figure(ax: Any, path: str) -> None:
-    """Save the figure of ``ax`` as PNG and close it."""
+def save_figure(ax: Any, path: str, close: bool | None = None) -> None:
+    """Save the figure of ``ax`` as PNG (120 dpi).
+
+    Parameters
+    ----------
+    ax : matplotlib Axes
+        Any axes of the figure to save.
+    path : str
+        Output file.
+    close : bool, optional
+        Close the figure after saving. The default closes it unless matplotlib's backend is
+        Jupyter's inline backend, where an open figure is displayed in the cell's output (so a
+        notebook both shows the figure and saves it); scripts under a non-interactive backend
+        do not accumulate open figures.
+    """
+    import matplotlib
     import matplotlib.pyplot as plt
     fig = ax.figure
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
+    if close is None:
+        close = "inline" not in matplotlib.get_backend().lower()
+    if close:
+        plt.close(fig)

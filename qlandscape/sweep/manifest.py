@@ -2,7 +2,7 @@
 
 A worker writes ``manifest.json`` into a run directory last, just before publishing it: the SHA-256 and
 size of every file the run holds (``run.json``, ``metrics.json``, ``arrays.npz``, the run's log, its
-pipeline steps and stamps; not the lock file). :func:`verify_run` checks a published run against it, and
+job steps and stamps; not the lock file). :func:`verify_run` checks a published run against it, and
 :func:`move_aside` takes a damaged run out of ``runs/`` into ``damaged/`` (never deleting anything) so
 that the next ``sweep run`` computes it again.
 

@@ -198,7 +198,7 @@ def validate_models(plans: list[RunPlan]) -> None:
     ValueError
         Naming the grid point and the reason.
     """
-    from .. import pipeline
+    from .. import jobs
     seen: set[str] = set()
     for p in plans:
         d = p.config.to_dict()  # the grid's seeds (initialization, minibatch order) do not change the architecture
@@ -208,7 +208,7 @@ def validate_models(plans: list[RunPlan]) -> None:
             continue
         seen.add(key)
         try:
-            pipeline.build_model(p.config, pipeline.shape_only_dataset(p.config))
+            jobs.build_model(p.config, jobs.shape_only_dataset(p.config))
         except Exception as exc:  # noqa: BLE001 - any reason a model cannot be built is a spec error
             if type(exc).__name__ == "DeviceUnavailableError" and p.config.patch.device != "auto":
                 # e.g. lightning.gpu named explicitly: the GPU may be on the workers only; they check it

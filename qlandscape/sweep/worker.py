@@ -1,6 +1,6 @@
 """One sweep run, as a worker executes it: train, measure at the minimum, publish atomically.
 
-The run is computed in ``ROOT/.work/<dirname>/``, a pipeline run directory
+The run is computed in ``ROOT/.work/<dirname>/``, a job run directory
 (:mod:`qlandscape.rundir`): each step (training, the Hessian parts, the scans, the gradient variance)
 is written atomically with its stamp as it finishes, so a run killed half-way resumes from its last
 finished step. When every step is done the worker writes ``run.json`` (the plan, package versions,
@@ -199,13 +199,13 @@ def _measure(p: Any, work: Path) -> tuple[dict[str, Any], dict[str, np.ndarray],
     """Every step of the run in the run directory ``work`` (each reused when already finished)."""
     import dataclasses
 
-    from .. import pipeline
+    from .. import jobs
     cfg, m = p.config, p.measure
     times: dict[str, float] = {}
     t0 = time.perf_counter()
-    model, tr, ds = pipeline.ensure_trained(cfg, work, progress=False)
+    model, tr, ds = jobs.ensure_trained(cfg, work, progress=False)
     times["train"] = time.perf_counter() - t0
-    info = pipeline.model_info(model)
+    info = jobs.model_info(model)
     arrays: dict[str, np.ndarray] = {}
     sel = tr.minimum
     steps_per_epoch = float(tr.steps[-1]) / cfg.train.epochs if cfg.train.epochs else 1.0
@@ -223,7 +223,7 @@ def _measure(p: Any, work: Path) -> tuple[dict[str, Any], dict[str, np.ndarray],
     arrays["train/lr"] = np.asarray(tr.lr)
     fit: Optional[FitReport] = None
     try:
-        fit = pipeline.checked_fit(work) or pipeline.fit_report(model, tr, ds, cfg)  # the train step's verdict
+        fit = jobs.checked_fit(work) or jobs.fit_report(model, tr, ds, cfg)  # the train step's verdict
     except (ValueError, RuntimeError, FloatingPointError) as exc:  # the check must not cost the run
         log.warning("fit check of %s not done (%s: %s); fit_ok is null", p.dirname, type(exc).__name__, exc)
         metrics.update(fit_ok=None, fit_failed=None, fit_flags=None, fit=None)
@@ -236,7 +236,7 @@ def _measure(p: Any, work: Path) -> tuple[dict[str, Any], dict[str, np.ndarray],
     parts = [name for name, on in (("eigs", m.eigs), ("trace", m.trace), ("density", m.density)) if on]
     if parts:
         t0 = time.perf_counter()
-        res = pipeline.run_hessian(cfg, work, progress=False, parts=parts)
+        res = jobs.run_hessian(cfg, work, progress=False, parts=parts)
         times["hessian"] = time.perf_counter() - t0
         if "eigs" in res:
             e = cast("EigResult", res["eigs"])
@@ -256,7 +256,7 @@ def _measure(p: Any, work: Path) -> tuple[dict[str, Any], dict[str, np.ndarray],
             arrays["hessian/density"] = np.asarray(d.density)
     for kind in m.scans:
         t0 = time.perf_counter()
-        scan = pipeline.run_scan(p.scan_config(kind), work, progress=False, name=f"scan_{kind}")
+        scan = jobs.run_scan(p.scan_config(kind), work, progress=False, name=f"scan_{kind}")
         times[f"scan_{kind}"] = time.perf_counter() - t0
         arrays[f"scan_{kind}/alphas"] = np.asarray(scan.alphas)
         arrays[f"scan_{kind}/betas"] = np.asarray(scan.betas)
@@ -278,13 +278,13 @@ def _architecture(cfg: Any, ds: Any, info: dict[str, Any]) -> dict[str, Any]:
     """The resolved patch architecture of the run (preset defaults filled in): ``patches``, ``layers``,
     ``qubits``, ``ansatz``, ``aggregation`` of the patch QNN, or, for the classical baseline, of the QNN
     it is matched to (plus ``matched_qnn_params``)."""
-    from .. import pipeline
+    from .. import jobs
     qnn = info.get("config") if cfg.model.kind == "patch_qnn" else None
     out: dict[str, Any] = {}
     if qnn is None:  # the classical baseline: describe the QNN whose parameter count it matches
-        qnn_model = pipeline.build_patch_qnn(cfg, ds)
-        qnn = pipeline.model_info(qnn_model).get("config", {})
-        out["matched_qnn_params"] = pipeline.model_info(qnn_model)["n_params"]
+        qnn_model = jobs.build_patch_qnn(cfg, ds)
+        qnn = jobs.model_info(qnn_model).get("config", {})
+        out["matched_qnn_params"] = jobs.model_info(qnn_model)["n_params"]
     for key, name in (("n_patches", "patches"), ("layers", "layers"), ("n_qubits", "qubits"), ("ansatz", "ansatz"),
                       ("aggregation", "aggregation")):
         out[name] = qnn.get(key)
@@ -293,7 +293,7 @@ def _architecture(cfg: Any, ds: Any, info: dict[str, Any]) -> dict[str, Any]:
 
 def _gradient_variance(p: Any, work: Path, ds: Any) -> Any:
     """The gradient variance at initialization (reused from ``work/grad_var.*`` when already there)."""
-    from .. import pipeline
+    from .. import jobs
     from ..results import ResultFileError
     from ..trainability import GradientVarianceResult, gradient_variance
     path = work / "grad_var"
@@ -304,9 +304,9 @@ def _gradient_variance(p: Any, work: Path, ds: Any) -> Any:
     x, y = ds.train
     if m.grad_var_samples is not None:
         x, y = x[:m.grad_var_samples], y[:m.grad_var_samples]
-    res = gradient_variance(lambda s: pipeline.build_model(p.with_init_seed(s), ds), "cross_entropy", (x, y),
+    res = gradient_variance(lambda s: jobs.build_model(p.with_init_seed(s), ds), "cross_entropy", (x, y),
                             n_inits=m.grad_var_inits, seed=int(p.coords["seed"]),
-                            dtype=pipeline._DTYPES[cfg.objective.dtype], batch_size=cfg.objective.batch_size,
+                            dtype=jobs.DTYPES[cfg.objective.dtype], batch_size=cfg.objective.batch_size,
                             progress=False)
     res.save(path)
     return res

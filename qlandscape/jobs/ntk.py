@@ -1,4 +1,4 @@
-"""The jobs behind ``qlandscape ntk`` and ``qlandscape spawn`` (Fort et al. 2020 as pipeline steps).
+"""The jobs behind ``qlandscape ntk`` and ``qlandscape spawn`` (Fort et al. 2020 as job steps).
 
 * :func:`run_ntk`: train (or reuse) the configured model, then two stamped, resumable steps in the run
   directory: ``ntk_dynamics`` (the empirical NTK along the recorded trajectory: distance to the initial and
@@ -9,8 +9,8 @@
   ``spawn_barriers`` (``spawn_barriers.{npz,json}``, ``spawn.png``) whose parent and children are cached in
   ``DIR/spawn_cache/<digest>/`` as they finish (an interrupted run resumes); then the summary ``spawn.json``.
 
-Like every pipeline step, a step is reused while the configuration values it read, the steps it built on and
-its files are unchanged (:mod:`qlandscape.rundir`).
+Like every job step (:mod:`qlandscape.jobs.steps`), a step is reused while the configuration values it
+read, the steps it built on and its files are unchanged (:mod:`qlandscape.rundir`).
 """
 
 from __future__ import annotations
@@ -25,14 +25,17 @@ from typing import Any, Callable, Mapping, Optional, TypeVar
 
 import numpy as np
 
-from .. import pipeline
 from ..adapter import CapabilityError
 from ..config import RunConfig
 from ..configview import recorder_of
+from ..ntk.dynamics import KernelLearningResult, NTKDynamicsResult, kernel_learning_curve, ntk_dynamics
+from ..ntk.linearized import LinearizedModel
+from ..ntk.spawn import SpawnPlan, SpawnResult, run_spawn
 from ..rundir import Drawers, RunDir, digest, json_ready, open_rundir, write_json
-from .dynamics import KernelLearningResult, NTKDynamicsResult, kernel_learning_curve, ntk_dynamics
-from .linearized import LinearizedModel
-from .spawn import SpawnPlan, SpawnResult, run_spawn
+from .build import build_dataset, build_model, model_info
+from .scan import run_scan
+from .steps import step
+from .training import train_step
 
 __all__ = ["run_ntk", "run_spawn_job", "fast_overrides", "checkpoint_indices", "spawn_plan", "FAST_OVERRIDES"]
 
@@ -64,13 +67,13 @@ def checkpoint_indices(n_records: int, every: int) -> list[int]:
 R = TypeVar("R", NTKDynamicsResult, KernelLearningResult, SpawnResult)
 
 
-def _info_step(rd: RunDir, step: str, cls: type[R], cfg: RunConfig, upstream: Mapping[str, str], force: bool,
+def _info_step(rd: RunDir, name: str, cls: type[R], cfg: RunConfig, upstream: Mapping[str, str], force: bool,
                info: dict[str, Any], compute: Callable[[RunConfig], R],
                figures: Optional[Callable[[R, RunConfig], Drawers]] = None,
                figure_names: tuple[str, ...] = ()) -> R:
-    """:func:`qlandscape.pipeline._step` for a result stored as ``<step>.{npz,json}`` whose provenance (the
+    """:func:`~qlandscape.jobs.step` for a result stored as ``<name>.{npz,json}`` whose provenance (the
     config digest, ``model_info`` and the compute wall time) goes into its ``info`` dict."""
-    path = rd.path / step
+    path = rd.path / name
 
     def timed(c: RunConfig) -> R:
         start = time.perf_counter()
@@ -83,9 +86,9 @@ def _info_step(rd: RunDir, step: str, cls: type[R], cfg: RunConfig, upstream: Ma
         res.info["model_info"] = dict(info)
         res.save(path)
 
-    value, _ = pipeline._step(rd, step, cfg, outputs=(f"{step}.npz", f"{step}.json"), upstream=upstream,
-                              force=force, compute=timed, save=save, load=lambda: cls.load(path),
-                              figures=figures, figure_names=figure_names)
+    value, _ = step(rd, name, cfg, outputs=(f"{name}.npz", f"{name}.json"), upstream=upstream,
+                    force=force, compute=timed, save=save, load=lambda: cls.load(path),
+                    figures=figures, figure_names=figure_names)
     return value
 
 
@@ -176,9 +179,9 @@ def run_ntk(cfg: RunConfig, out: Path, progress: bool = True, force: bool = Fals
     start = time.perf_counter()
     out = Path(out)
     with open_rundir(out) as rd:
-        (model, tr, ds), trained = pipeline._train_step(rd, cfg, progress, force)
+        (model, tr, ds), trained = train_step(rd, cfg, progress, force)
         upstream = {"train": trained.identity}
-        info = pipeline.model_info(model)
+        info = model_info(model)
         x_train, y_train = ds.train
         methods, warnings = usable_methods(cfg.ntk.methods, model, x_train[:1])
         n_records = int(np.asarray(tr.steps).shape[0])
@@ -217,7 +220,7 @@ def run_ntk(cfg: RunConfig, out: Path, progress: bool = True, force: bool = Fals
             warnings.append(f"no trajectory picture: {exc}")
             log.warning("no trajectory picture: %s", exc)
         else:
-            trajectory_scan = pipeline.run_scan(pca_cfg, out, progress, force=force, name="ntk_trajectory")
+            trajectory_scan = run_scan(pca_cfg, out, progress, force=force, name="ntk_trajectory")
         computed = {s: s in rd.fresh for s in ("train", "ntk_dynamics", "kernel_learning", "ntk_trajectory")}
     summary = {
         "times_epochs": dyn.times_epochs, "steps": dyn.steps, "checkpoints": dyn.checkpoints,
@@ -318,9 +321,9 @@ def run_spawn_job(cfg: RunConfig, out: Path, progress: bool = True, force: bool 
     info: dict[str, Any] = {}
     with open_rundir(out) as rd:
         def compute(c: RunConfig) -> SpawnResult:
-            ds = pipeline.build_dataset(c)
-            model = pipeline.build_model(c, ds)
-            info.update(pipeline.model_info(model))
+            ds = build_dataset(c)
+            model = build_model(c, ds)
+            info.update(model_info(model))
             plan = spawn_plan(c)
             cache = rd.path / "spawn_cache" / digest(recorder_of(c).reads)  # model, data and plan
             if force and cache.exists():

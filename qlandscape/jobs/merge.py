@@ -21,11 +21,13 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .. import pipeline
 from ..config import RunConfig
+from ..merging.merge import MergeResult, interpolation_barriers
+from ..merging.permutation import permutation_spec
 from ..rundir import draw_figures, json_ready, open_rundir, write_json
-from .merge import MergeResult, interpolation_barriers
-from .permutation import permutation_spec
+from .build import DTYPES, build_loss, model_info
+from .steps import result_step
+from .training import train_step
 
 __all__ = ["run_merge", "summary_lines", "fast_overrides", "seed_config", "symmetry_note", "FAST_OVERRIDES"]
 
@@ -154,7 +156,7 @@ def run_merge(cfg: RunConfig, out: Path, progress: bool = True, force: bool = Fa
             scfg = seed_config(cfg, seed)
             with open_rundir(sub) as srd:
                 write_json(sub / "config.json", scfg.to_dict())
-                (model, tr, ds), stamp = pipeline._train_step(srd, scfg, progress, force)
+                (model, tr, ds), stamp = train_step(srd, scfg, progress, force)
                 computed[f"train_seed{seed}"] = "train" in srd.fresh
             trained.append((model, ds))
             upstream[f"train_seed{seed}"] = stamp.identity
@@ -162,7 +164,7 @@ def run_merge(cfg: RunConfig, out: Path, progress: bool = True, force: bool = Fa
             training[label] = {"seed": seed, "dir": str(sub), "record": int(i),
                                "train_loss": tr.train_loss[i], "test_accuracy": tr.test_metric[i]}
         (model_a, ds), (model_b, _) = trained
-        info = pipeline.model_info(model_a)
+        info = model_info(model_a)
 
         note: Optional[str] = None
         methods: list[Optional[str]] = list(cfg.merge.align) or [None]
@@ -179,16 +181,16 @@ def run_merge(cfg: RunConfig, out: Path, progress: bool = True, force: bool = Fa
                 data = ds.test if m.split == "test" else ds.train
                 return interpolation_barriers(model_a, model_b, data, n_points=m.n_points,
                                               align=method,  # type: ignore[arg-type]
-                                              loss=pipeline.build_loss(o.loss), mode="eval",
-                                              dtype=pipeline._DTYPES[o.dtype])
+                                              loss=build_loss(o.loss), mode="eval",
+                                              dtype=DTYPES[o.dtype])
             return compute
 
         results: dict[str, MergeResult] = {}
         for method in methods:
-            step = f"merge_{method or 'plain'}"
-            results[method or "plain"] = pipeline._result_step(rd, step, MergeResult, cfg, upstream, force, info,
-                                                               measure(method))
-            computed[step] = step in rd.fresh
+            name = f"merge_{method or 'plain'}"
+            results[method or "plain"] = result_step(rd, name, MergeResult, cfg, upstream, force, info,
+                                                     measure(method))
+            computed[name] = name in rd.fresh
         first = next(iter(results.values()))
         figures = draw_figures(out, {"merge.png": lambda: _figure(results, kind, cfg.merge.split)}, dpi=120)
     aligned = {m: _curves(r, True) for m, r in results.items() if r.align is not None}

@@ -4,15 +4,15 @@ Prabhu et al. ask whether adversarial training (Madry et al. 2018) finds flatter
 :func:`run_robust` trains two models of the configured architecture that differ only in ``train.adversarial``
 (same initialization, data and minibatch order): ``out/standard/`` trains on clean batches, ``out/adversarial/``
 on the ``[adversarial]`` attack's batches. In each run directory it runs the pipeline steps ``train``,
-``hessian_eigs`` and ``hessian_trace`` (:func:`~qlandscape.pipeline.run_hessian`), ``scan`` (always
+``hessian_eigs`` and ``hessian_trace`` (:func:`~qlandscape.run_hessian`), ``scan`` (always
 filter-normalized random directions, Li et al. 2018; ``scan.dims``, ``n_points``, ``span`` as configured), and two
 steps of its own:
 
 * ``robustness`` (``robustness.{npz,json}``): clean and robust loss and accuracy on the TEST split under the
-  evaluation attack (:func:`~qlandscape.pipeline.build_attack` with ``evaluation=True``: ``eval_steps`` steps),
+  evaluation attack (:func:`~qlandscape.build_attack` with ``evaluation=True``: ``eval_steps`` steps),
   with the training loss (cross-entropy);
 * ``sharpness`` (``sharpness.{npz,json}``): epsilon-sharpness (Keskar et al. 2017) of the pipeline objective
-  (:func:`~qlandscape.pipeline.build_objective`, the loss the Hessian and the scan measure) in the
+  (:func:`~qlandscape.build_objective`, the loss the Hessian and the scan measure) in the
   filter-normalized ball of relative radius ``sharpness_epsilon``, ``sharpness_steps`` ascent steps, seed
   ``hessian.seed``.
 
@@ -34,12 +34,16 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .. import pipeline
+from ..adversarial.attacks import RobustEvaluation, robust_evaluate
+from ..adversarial.sharpness import SharpnessResult, epsilon_sharpness
 from ..config import RunConfig
 from ..landscape import LandscapeScan
 from ..rundir import draw_figures, json_ready, open_rundir, write_json
-from .attacks import RobustEvaluation, robust_evaluate
-from .sharpness import SharpnessResult, epsilon_sharpness
+from .build import build_attack, build_objective, model_info
+from .hessian import run_hessian
+from .scan import run_scan
+from .steps import result_step
+from .training import train_step
 
 __all__ = ["run_robust", "summary_lines", "fast_overrides", "variant_configs", "RobustnessResult",
            "FAST_OVERRIDES", "VARIANTS", "FLATNESS_MEASURES"]
@@ -102,15 +106,15 @@ def _run_variant(cfg: RunConfig, out: Path, progress: bool, force: bool) -> dict
     """Every step of one variant in its run directory ``out``; the results and what ran now."""
     with open_rundir(out) as rd:
         write_json(out / "config.json", cfg.to_dict())
-        (model, tr, ds), trained = pipeline._train_step(rd, cfg, progress, force)
+        (model, tr, ds), trained = train_step(rd, cfg, progress, force)
         upstream = {"train": trained.identity}
-        info = pipeline.model_info(model)
-        hess = pipeline.run_hessian(cfg, out, progress, force, parts=("eigs", "trace"))
-        scan = pipeline.run_scan(cfg, out, progress, force)
+        info = model_info(model)
+        hess = run_hessian(cfg, out, progress, force, parts=("eigs", "trace"))
+        scan = run_scan(cfg, out, progress, force)
 
         def robustness(c: RunConfig) -> RobustnessResult:
             start = time.perf_counter()
-            attack = pipeline.build_attack(c, ds, evaluation=True)
+            attack = build_attack(c, ds, evaluation=True)
             x, y = ds.test
             ev = robust_evaluate(model, x, y, attack)
             fields = {f.name: getattr(ev, f.name) for f in dataclasses.fields(RobustEvaluation)}
@@ -118,13 +122,13 @@ def _run_variant(cfg: RunConfig, out: Path, progress: bool, force: bool) -> dict
 
         def sharpness(c: RunConfig) -> SharpnessResult:
             a = c.adversarial
-            res = epsilon_sharpness(pipeline.build_objective(c, model, ds), a.sharpness_epsilon,
+            res = epsilon_sharpness(build_objective(c, model, ds), a.sharpness_epsilon,
                                     steps=a.sharpness_steps, seed=c.hessian.seed)
             res.provenance["objective_split"] = c.objective.split
             return res
 
-        rob = pipeline._result_step(rd, "robustness", RobustnessResult, cfg, upstream, force, info, robustness)
-        sharp = pipeline._result_step(rd, "sharpness", SharpnessResult, cfg, upstream, force, info, sharpness)
+        rob = result_step(rd, "robustness", RobustnessResult, cfg, upstream, force, info, robustness)
+        sharp = result_step(rd, "sharpness", SharpnessResult, cfg, upstream, force, info, sharpness)
         computed = {s: s in rd.fresh for s in ("train", "hessian_eigs", "hessian_trace", "scan", "robustness",
                                                "sharpness")}
     return {"train": tr, "eigs": hess["eigs"], "trace": hess["trace"], "scan": scan, "robustness": rob,

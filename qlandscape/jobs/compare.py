@@ -1,7 +1,7 @@
 """``qlandscape compare``: a patch quantum network and its parameter-matched classical patch MLP,
 trained on the same digits task and measured with the same engine, in one report.
 
-Each model runs the ordinary resumable pipeline steps (:mod:`qlandscape.pipeline`) in its own
+Each model runs the ordinary resumable pipeline steps (:mod:`qlandscape.jobs`) in its own
 subdirectory (``DIR/patch_qnn/``, ``DIR/patch_mlp/``), so a rerun reuses finished steps and an
 interrupted job resumes. The report itself (``report.json``, ``report.md`` and side-by-side PNGs)
 is cheap and always rewritten from the stored results.
@@ -19,12 +19,14 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .config import RunConfig
-from .curvature import DensityResult, EigResult, TraceResult
-from .landscape import LandscapeScan, pca_directions
-from .pipeline import ensure_trained, run_hessian, run_scan
-from .rundir import atomic_write_bytes, draw_figures, open_rundir, write_json
-from .train import TrainResult
+from ..config import RunConfig
+from ..curvature import DensityResult, EigResult, TraceResult
+from ..landscape import LandscapeScan, pca_directions
+from ..rundir import atomic_write_bytes, draw_figures, open_rundir, write_json
+from ..train import TrainResult
+from .hessian import run_hessian
+from .scan import run_scan
+from .training import ensure_trained
 
 log = logging.getLogger("qlandscape")
 
@@ -187,7 +189,7 @@ def write_figures(out: Path, results: dict[str, dict[str, Any]], entries: dict[s
 
 
 def _density_figure(results: dict[str, dict[str, Any]], entries: dict[str, dict[str, Any]]) -> Any:
-    from .landscape.plot import plot_density
+    from ..landscape.plot import plot_density
     fig, axes = _pair_axes("Hessian spectral density (SLQ, Gaussian-smoothed)")
     for ax, kind in zip(axes, KINDS):
         plot_density(results[kind]["density"], ax=ax)
@@ -200,7 +202,7 @@ _SCAN_TITLES = {"landscape_pca": "training loss in the trajectory-PCA plane (pat
 
 
 def _scan_figure(name: str, results: dict[str, dict[str, Any]], entries: dict[str, dict[str, Any]]) -> Any:
-    from .landscape.plot import plot_contour
+    from ..landscape.plot import plot_contour
     fig, axes = _pair_axes(_SCAN_TITLES[name])
     for ax, kind in zip(axes, KINDS):
         coords = None
@@ -349,7 +351,7 @@ def _compare(cfg: RunConfig, out: Path, fast: bool, progress: bool, force: bool,
         results[kind] = run_model(model_config(cfg, kind), out / kind, progress, force)
     entries = {kind: summarize(kind, results[kind]) for kind in KINDS}
     figures = write_figures(out, results, entries)
-    from .pipeline import build_dataset
+    from .build import build_dataset
     ds = build_dataset(cfg)
     report: dict[str, Any] = {
         "fast": fast,
