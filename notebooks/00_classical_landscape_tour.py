@@ -20,11 +20,13 @@
 
 # %%
 import os
+import sys
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")
+if "ipykernel" not in sys.modules:  # figures show inline in Jupyter, and are saved to OUT either way
+    matplotlib.use("Agg")
 import numpy as np
 import torch
 

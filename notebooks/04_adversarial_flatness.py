@@ -34,11 +34,13 @@
 
 # %% tags=["parameters"]
 import os
+import sys
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")
+if "ipykernel" not in sys.modules:  # figures show inline in Jupyter, and are saved to OUT either way
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
