@@ -360,3 +360,14 @@ def test_train_adversarial_in_the_configuration_builds_the_configured_attack():
     assert a.clamp == valid_range(ds.x_train, ds.x_test)
     none = load_config(None, ["data.n_samples=60", "adversarial.clamp=none"])
     assert jobs.build_attack(none, ds).clamp is None
+
+
+def test_the_attack_and_the_adversarial_section_share_one_source_of_defaults():
+    from qlandscape.adversarial import ATTACK_KINDS, ATTACK_NORMS
+    from qlandscape.config import ATTACK_KINDS as CONFIG_KINDS
+    from qlandscape.config import ATTACK_NORMS as CONFIG_NORMS
+    from qlandscape.config import AdversarialConfig
+    a, c = Attack(), AdversarialConfig()
+    assert (a.kind, a.norm, a.epsilon, a.steps, a.step_size, a.random_start) == (
+        c.kind, c.norm, c.epsilon, c.steps, c.step_size, c.random_start) == ("pgd", "linf", 0.3, 7, None, True)
+    assert ATTACK_KINDS is CONFIG_KINDS and ATTACK_NORMS is CONFIG_NORMS

@@ -34,13 +34,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..config.adversarial import ATTACK_KINDS, ATTACK_NORMS, AdversarialConfig
 from ..losses import LossFunction, LossSpec, make_loss
 from ..results import Result
 
 AttackKind = Literal["fgsm", "pgd"]
 AttackNorm = Literal["linf", "l2"]
-ATTACK_KINDS: tuple[str, ...] = ("fgsm", "pgd")
-ATTACK_NORMS: tuple[str, ...] = ("linf", "l2")
+_DEFAULT = AdversarialConfig()  # the one source of the attack's defaults: the [adversarial] section's
 
 __all__ = ["Attack", "RobustEvaluation", "eval_mode", "valid_range", "robust_accuracy", "robust_evaluate",
            "ATTACK_KINDS", "ATTACK_NORMS"]
@@ -69,7 +69,9 @@ class Attack:
         an l2 step by ``step_size * grad / ||grad||`` (per sample).
     epsilon : float
         Radius of the ball, >= 0, in input units (see the module doc for standardized data).
-        ``epsilon = 0`` returns a copy of ``x``.
+        ``epsilon = 0`` returns a copy of ``x``. The defaults of ``kind``, ``norm``, ``epsilon`` (0.3),
+        ``steps`` (7), ``step_size`` and ``random_start`` are those of the ``[adversarial]`` configuration
+        section (:class:`~qlandscape.config.AdversarialConfig`), their one source.
     steps : int
         PGD iterations, >= 1.
     step_size : float, optional
@@ -94,12 +96,12 @@ class Attack:
         non-positive ``step_size``, or a clamp with ``low >= high``; the message names the field.
     """
 
-    kind: AttackKind = "pgd"
-    norm: AttackNorm = "linf"
-    epsilon: float = 0.1
-    steps: int = 10
-    step_size: Optional[float] = None
-    random_start: bool = True
+    kind: AttackKind = _DEFAULT.kind  # type: ignore[assignment]
+    norm: AttackNorm = _DEFAULT.norm  # type: ignore[assignment]
+    epsilon: float = _DEFAULT.epsilon
+    steps: int = _DEFAULT.steps
+    step_size: Optional[float] = _DEFAULT.step_size
+    random_start: bool = _DEFAULT.random_start
     clamp: Optional[tuple[float, float]] = None
     seed: int = 0
 

@@ -29,19 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from ..config import (
-    PATCH_AGGREGATIONS,
-    PATCH_ANSATZE,
-    RunConfig,
-    _check_bool,
-    _check_int,
-    _check_int_list,
-    _fail,
-    _normalize,
-    _show,
-    apply_overrides,
-    config_from_dict,
-)
+from ..config import PATCH_AGGREGATIONS, PATCH_ANSATZE, RunConfig, apply_overrides, config_from_dict
+from ..config.checks import check_bool, check_int, check_int_list, fail, normalize, show
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -73,7 +62,7 @@ def _check_str_choices(section: str, key: str, value: Any, allowed: tuple[str, .
     if not (isinstance(value, tuple) and len(value) >= min_len and all(v in allowed for v in value)
             and len(set(value)) == len(value)):
         extra = " (or omitted for the base configuration's value)" if optional else ""
-        _fail(section, key, value, f"a list of distinct values from {list(allowed)}{extra}")
+        fail(section, key, value, f"a list of distinct values from {list(allowed)}{extra}")
 
 
 # ------------------------------------------------------------------------------------------ tables
@@ -94,12 +83,12 @@ class SweepMeta:
 
     def __post_init__(self) -> None:
         if not (isinstance(self.name, str) and self.name and all(c.isalnum() or c in "-_" for c in self.name)):
-            _fail("sweep", "name", self.name, "a non-empty string of letters, digits, '-' and '_'")
+            fail("sweep", "name", self.name, "a non-empty string of letters, digits, '-' and '_'")
         if not isinstance(self.description, str):
-            _fail("sweep", "description", self.description, "a string")
-        _check_bool("sweep", "save_model", self.save_model)
+            fail("sweep", "description", self.description, "a string")
+        check_bool("sweep", "save_model", self.save_model)
         if self.bad_fit not in BAD_FIT_CHOICES:
-            _fail("sweep", "bad_fit", self.bad_fit, f"one of {list(BAD_FIT_CHOICES)}")
+            fail("sweep", "bad_fit", self.bad_fit, f"one of {list(BAD_FIT_CHOICES)}")
 
 
 @dataclass(frozen=True)
@@ -128,14 +117,14 @@ class GridSpec:
     def __post_init__(self) -> None:
         if isinstance(self.lr_by_layers, dict):
             object.__setattr__(self, "lr_by_layers", _lr_table(self.lr_by_layers))
-        _normalize(self)
+        normalize(self)
         s = "grid"
         _check_str_choices(s, "model", self.model, tuple(MODEL_KINDS))
         for key in ("patches", "layers", "qubits"):
-            _check_int_list(s, key, getattr(self, key), 1, distinct=True, optional="the base configuration's value")
+            check_int_list(s, key, getattr(self, key), 1, distinct=True, optional="the base configuration's value")
         _check_str_choices(s, "ansatz", self.ansatz, PATCH_ANSATZE, optional=True)
         _check_str_choices(s, "aggregation", self.aggregation, PATCH_AGGREGATIONS, optional=True)
-        _check_int_list(s, "seeds", self.seeds, 0, distinct=True, example="[0, 1, 2]")
+        check_int_list(s, "seeds", self.seeds, 0, distinct=True, example="[0, 1, 2]")
         if self.lr_by_layers is not None:
             table = self.lr_by_layers
             ok = isinstance(table, tuple) and all(
@@ -143,12 +132,12 @@ class GridSpec:
                 and p[0] >= 1 and isinstance(p[1], (int, float)) and not isinstance(p[1], bool) and p[1] > 0
                 for p in table)
             if not ok:
-                _fail(s, "lr_by_layers", table, 'a table of layers -> learning rate > 0, e.g. {"50" = 0.01}')
+                fail(s, "lr_by_layers", table, 'a table of layers -> learning rate > 0, e.g. {"50" = 0.01}')
             if self.layers is None:
-                _fail(s, "lr_by_layers", dict(table), "omitted unless grid.layers is given")
+                fail(s, "lr_by_layers", dict(table), "omitted unless grid.layers is given")
             missing = sorted(set(self.layers) - {k for k, _ in table})
             if missing:
-                _fail(s, "lr_by_layers", dict(table), f"a table naming every grid.layers value (missing {missing})")
+                fail(s, "lr_by_layers", dict(table), f"a table naming every grid.layers value (missing {missing})")
 
     def axes(self) -> dict[str, tuple[Any, ...]]:
         """The axes that are set, in expansion order (the last varies fastest)."""
@@ -195,15 +184,15 @@ class MeasureSpec:
     grad_var_samples: Optional[int] = None
 
     def __post_init__(self) -> None:
-        _normalize(self)
+        normalize(self)
         s = "measure"
         for key in ("eigs", "trace", "density"):
-            _check_bool(s, key, getattr(self, key))
+            check_bool(s, key, getattr(self, key))
         _check_str_choices(s, "scans", self.scans, SCAN_KINDS, min_len=0)
-        _check_int(s, "grad_var_inits", self.grad_var_inits, 0)
+        check_int(s, "grad_var_inits", self.grad_var_inits, 0)
         if self.grad_var_inits == 1:
-            _fail(s, "grad_var_inits", 1, "0 (off) or >= 2 (a variance needs two initializations)")
-        _check_int(s, "grad_var_samples", self.grad_var_samples, 1, optional="all training samples")
+            fail(s, "grad_var_inits", 1, "0 (off) or >= 2 (a variance needs two initializations)")
+        check_int(s, "grad_var_samples", self.grad_var_samples, 1, optional="all training samples")
 
 
 # ------------------------------------------------------------------------------------------ runs
@@ -308,7 +297,7 @@ class SweepSpec:
             if self.base.data.dataset == "digits":  # digits: n_samples split into train and test
                 n_train -= math.ceil(self.base.data.test_size * n_train)
             if self.measure.grad_var_samples > n_train:
-                _fail("measure", "grad_var_samples", self.measure.grad_var_samples,
+                fail("measure", "grad_var_samples", self.measure.grad_var_samples,
                       f"at most the {n_train} training samples")
         self.runs()  # every grid point's configuration is valid
 
@@ -337,7 +326,7 @@ class SweepSpec:
                 try:
                     plans[-1].scan_config(kind)
                 except ValueError as exc:
-                    raise ValueError(f"measure.scans = {_show(self.measure.scans)} at grid point {coords}: {exc}") \
+                    raise ValueError(f"measure.scans = {show(self.measure.scans)} at grid point {coords}: {exc}") \
                         from None
         return plans
 
