@@ -102,7 +102,7 @@ if TYPE_CHECKING:  # the eager imports, for type checkers and IDEs
     from .objective import Counters, MemoryBudgetError, NonFiniteLossError, Objective
     from .params import ParamSelector, ParamSpace, select_parameter_names
     from .patches import PatchGrid
-    from .quantum import CircuitSpec, CompiledCircuit, PatchQNN
+    from .quantum import CircuitSpec, CompiledCircuit, PatchQNN, QuantumFunction
     from .results import Result
     from .second_order import (
         FiniteDifferenceOfGradients,
@@ -142,7 +142,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(['Counters', 'MemoryBudgetError', 'NonFiniteLossError', 'Objective'], '.objective'),
     **dict.fromkeys(['ParamSelector', 'ParamSpace', 'select_parameter_names'], '.params'),
     **dict.fromkeys(['PatchGrid'], '.patches'),
-    **dict.fromkeys(['CircuitSpec', 'CompiledCircuit', 'PatchQNN'], '.quantum'),
+    **dict.fromkeys(['CircuitSpec', 'CompiledCircuit', 'PatchQNN', 'QuantumFunction'], '.quantum'),
     **dict.fromkeys(['Result'], '.results'),
     **dict.fromkeys(['FiniteDifferenceOfGradients', 'ForwardOverReverse', 'ReverseOverReverse', 'SecondOrderProvider', 'choose_provider', 'make_provider'], '.second_order'),
     **dict.fromkeys(['GridSpec', 'MeasureSpec', 'RunPlan', 'SweepMeta', 'SweepSpec', 'collect', 'load_spec', 'run_sweep', 'sweep_report', 'sweep_status', 'sweep_table'], '.sweep'),
@@ -173,7 +173,7 @@ __all__ = [
     "PCAResult", "trajectory_spans", "scan_1d", "scan_2d", "symmetric_grid", "LandscapeScan", "interpolate",
     "InterpolationResult",
     # models, data, training
-    "PatchQNN", "CircuitSpec", "CompiledCircuit", "PatchGrid", "PatchMLP", "MLP", "SmallCNN", "Dataset", "load_digits", "load_mnist",
+    "PatchQNN", "QuantumFunction", "CircuitSpec", "CompiledCircuit", "PatchGrid", "PatchMLP", "MLP", "SmallCNN", "Dataset", "load_digits", "load_mnist",
     "read_idx", "train", "TrainResult",
     # training dynamics through the empirical NTK (Fort et al. 2020)
     "empirical_ntk", "kernel_distance", "kernel_distance_matrix", "distances_to", "KernelDistanceTracker",

@@ -12,6 +12,7 @@ the final layer of the final block without its CZ ring.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -230,3 +231,115 @@ class CircuitSpec:
                 at += per_enc
         return [qml.expval(_PAULIS[p](wires=q)) for p, q in (_parse_observable(o, self.n_qubits)
                                                             for o in self.observables)]  # type: ignore[union-attr]
+
+
+@dataclass(frozen=True)
+class QuantumFunction:
+    """A patch circuit of the user's own: any PennyLane quantum function, run on every patch with that
+    patch's weights (``PatchQNN(..., circuit=QuantumFunction(...))``).
+
+    Parameters
+    ----------
+    qfunc : callable
+        ``qfunc(inputs, weights)`` applies PennyLane gates and returns a list of ``qml.expval(...)``, one
+        score per output. ``inputs`` has shape ``(n_features,)`` or, broadcast, ``(Bt, n_features)``, in
+        radians (the patch's scaled pixels plus the positional bias); ``weights`` ``(n_weights,)`` or
+        ``(Bt, n_weights)``. Index the last axis (``inputs[..., j]``, ``weights[..., k]``) so that a batch
+        runs in one broadcast call, as the built-in circuit does.
+    n_qubits : int
+        Wires ``0 .. n_qubits - 1``.
+    n_weights : int
+        Trainable angles per patch circuit (each patch has its own).
+    layers : int
+        Depth hint for the simulator choice (``device="auto"``, ``simulator="auto"``): the number of
+        layers of single-qubit rotations, roughly. It changes how the circuit is run, never what it computes.
+    name : str
+        Recorded in the model's configuration and provenance.
+    n_features, n_outputs, observables
+        Filled in by :meth:`bind` (``PatchQNN`` binds the circuit to its patch size): features per patch,
+        the number of expectation values ``qfunc`` returns, and their observables as text.
+
+    Notes
+    -----
+    Every route runs the function itself: on default.qubit and lightning devices as a QNode; on the torch
+    statevector simulators (compiled or tape) after recording it once, which needs its gates to be RX, RY, RZ,
+    Rot, CZ or CNOT (templates are decomposed into them where PennyLane can), each angle exactly one input
+    or one weight, and single-qubit Pauli expectation values. ``device="auto"`` takes torch.statevector
+    when the recording succeeds and default.qubit (backprop, exact to any order) when it does not.
+    """
+
+    qfunc: Any
+    n_qubits: int
+    n_weights: int
+    layers: int = 1
+    name: str = "custom"
+    n_features: Optional[int] = None
+    n_outputs: Optional[int] = None
+    observables: Optional[tuple[str, ...]] = None
+
+    encoding = "custom"
+    ansatz = "custom"
+    n_encodings = 0
+
+    def __post_init__(self) -> None:
+        if not callable(self.qfunc):
+            raise TypeError(f"QuantumFunction.qfunc must be a quantum function qfunc(inputs, weights), got "
+                            f"{type(self.qfunc).__name__}")
+        for key in ("n_qubits", "n_weights", "layers"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"QuantumFunction.{key} must be a positive int, got {value!r}")
+
+    def bind(self, n_features: int) -> "QuantumFunction":
+        """This circuit for patches of ``n_features`` features, checked before any device is built.
+
+        The function is recorded once (no simulation) on zero inputs ``(n_features,)`` and weights
+        ``(n_weights,)``, then on a broadcast pair of each.
+
+        Raises
+        ------
+        ValueError
+            When the function raises on inputs and weights of these shapes, acts on a wire outside
+            ``0 .. n_qubits - 1``, returns anything but expectation values (or none), or does not broadcast
+            over a batch of inputs and weights; each message names the shapes it was given.
+        """
+        import torch
+        x, w = torch.zeros(n_features, dtype=torch.float64), torch.zeros(self.n_weights, dtype=torch.float64)
+        shapes = f"inputs of shape ({n_features},) and weights of shape ({self.n_weights},)"
+        try:
+            tape = qml.tape.make_qscript(self.qfunc)(x, w)
+        except Exception as exc:  # noqa: BLE001 - the user's function: report whatever it raised
+            raise ValueError(f"circuit {self.name!r} raised {type(exc).__name__} when called with {shapes} "
+                             f"(a patch has {n_features} features; n_weights={self.n_weights}): {exc}") from exc
+        wires = {int(q) for op in [*tape.operations, *tape.measurements] for q in op.wires}
+        outside = sorted(q for q in wires if not 0 <= q < self.n_qubits)
+        if outside:
+            raise ValueError(f"circuit {self.name!r} acts on wire(s) {outside}, outside 0..{self.n_qubits - 1} "
+                             f"(n_qubits={self.n_qubits})")
+        if not tape.measurements:
+            raise ValueError(f"circuit {self.name!r} returns no measurement; return a list of qml.expval(...), one "
+                             "per output score")
+        bad = [m for m in tape.measurements if not isinstance(m, qml.measurements.ExpectationMP)]
+        if bad:
+            raise ValueError(f"circuit {self.name!r} must return expectation values (qml.expval), one per output "
+                             f"score; got {bad[0]}")
+        try:
+            batched = qml.tape.make_qscript(self.qfunc)(torch.zeros(2, n_features, dtype=torch.float64),
+                                                        torch.zeros(2, self.n_weights, dtype=torch.float64))
+            broadcasts = batched.batch_size == 2 and len(batched.measurements) == len(tape.measurements)
+        except Exception:  # noqa: BLE001 - a function that fails on a batch does not broadcast
+            broadcasts = False
+        if not broadcasts:
+            raise ValueError(f"circuit {self.name!r} does not broadcast over a batch: called with inputs of shape "
+                             f"(2, {n_features}) and weights of shape (2, {self.n_weights}) it does not give a "
+                             "batch of 2; index the last axis (inputs[..., j], weights[..., k])")
+        observables = tuple(_observable_name(m.obs) for m in tape.measurements)
+        return dataclasses.replace(self, n_features=n_features, n_outputs=len(observables), observables=observables)
+
+
+def _observable_name(obs: Any) -> str:
+    """``"X0"`` for a single-qubit Pauli, else PennyLane's own text of the observable."""
+    names = {"PauliX": "X", "PauliY": "Y", "PauliZ": "Z"}
+    if obs is not None and getattr(obs, "name", None) in names and len(obs.wires) == 1:
+        return f"{names[obs.name]}{int(obs.wires[0])}"
+    return str(obs)

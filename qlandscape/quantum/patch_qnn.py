@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from typing import Any, Optional, cast
+from typing import Any, Optional, Union, cast
 
 import pennylane as qml
 import torch
@@ -18,7 +18,8 @@ from torch import Tensor, nn
 
 from ..adapter import Capabilities, ModuleInfo
 from ..patches import PatchGrid, PatchNetwork
-from .circuits import CircuitSpec
+from . import program
+from .circuits import CircuitSpec, QuantumFunction
 from .compiled import CompiledCircuit
 from .costmodel import COMPILED_MIN_LAYERS, COMPILED_MIN_QUBITS, default_budget, prefer_compiled
 from .devices import DeviceChoice, check_state_memory, create_device, select_device
@@ -95,7 +96,7 @@ class PatchCircuit(nn.Module):
 
     Parameters
     ----------
-    spec : CircuitSpec
+    spec : CircuitSpec or QuantumFunction
     runner : _Shared
         The QNode (shared by all patches; a QNode is a pure function of inputs and weights).
     weights : Tensor, shape (spec.n_weights,)
@@ -104,7 +105,7 @@ class PatchCircuit(nn.Module):
 
     weights: nn.Parameter
 
-    def __init__(self, spec: CircuitSpec, runner: _Shared, weights: Tensor) -> None:
+    def __init__(self, spec: Union[CircuitSpec, QuantumFunction], runner: _Shared, weights: Tensor) -> None:
         super().__init__()
         if tuple(weights.shape) != (spec.n_weights,):
             raise ValueError(f"weights must have shape ({spec.n_weights},), got {tuple(weights.shape)}")
@@ -137,6 +138,15 @@ class PatchQNN(PatchNetwork):
         ``L``, layers per trainable block.
     device : str
         ``"auto"`` or a PennyLane device name (see :func:`qlandscape.quantum.devices.select_device`).
+    circuit : QuantumFunction, optional
+        The user's own patch circuit instead of the preset's (any PennyLane quantum function of the patch's
+        inputs and weights; :class:`~qlandscape.quantum.circuits.QuantumFunction`). The patch grid,
+        positional bias, aggregation, device selection and capability declaration are the same as for the
+        built-in circuit; ``layers``, ``n_qubits``, ``encoding``, ``n_encodings``, ``ansatz`` and
+        ``observables`` belong to the built-in circuit and are refused with it. ``device="auto"`` takes
+        torch.statevector when the circuit records onto it (RX/RY/RZ/Rot/CZ/CNOT, each angle one input or
+        weight, single-qubit Pauli readout) and default.qubit with backprop otherwise; an explicit
+        torch.statevector for a circuit it cannot run raises, naming the gate.
     **overrides
         Any of :data:`KNOBS`: ``image_shape``, ``patch_size``, ``stride``, ``n_qubits``, ``encoding``,
         ``n_encodings``, ``ansatz``, ``observables``, ``n_classes``, ``aggregation`` ("mean" | "sum" |
@@ -179,8 +189,10 @@ class PatchQNN(PatchNetwork):
     per sample). No Python loop runs over samples.
     """
 
+    spec: Union[CircuitSpec, QuantumFunction]
+
     def __init__(self, preset: str = "digits", *, n_patches: Optional[int] = None, layers: Optional[int] = None,
-                 device: str = "auto", **overrides: Any) -> None:
+                 device: str = "auto", circuit: Optional[QuantumFunction] = None, **overrides: Any) -> None:
         super().__init__()
         if preset not in _PRESETS:
             raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(_PRESETS)}")
@@ -188,6 +200,15 @@ class PatchQNN(PatchNetwork):
         if unknown:
             raise TypeError(f"PatchQNN got unknown option(s) {unknown}; valid options: n_patches, layers, device, "
                             f"{', '.join(KNOBS)}")
+        if circuit is not None:
+            if not isinstance(circuit, QuantumFunction):
+                raise TypeError(f"circuit must be a QuantumFunction(qfunc, n_qubits=..., n_weights=...), got "
+                                f"{type(circuit).__name__}")
+            builtin = sorted({"n_qubits", "encoding", "n_encodings", "ansatz", "observables"} & set(overrides)
+                             | ({"layers"} if layers is not None else set()))
+            if builtin:
+                raise ValueError(f"{builtin} configure the built-in circuit; with circuit= the QuantumFunction "
+                                 "defines the circuit (its n_qubits, n_weights, layers)")
         cfg: dict[str, Any] = {**_PRESETS[preset], **_EXTRA_KNOBS}
         if preset == "digits" and n_patches == 1 and "patch_size" not in overrides:
             cfg["patch_size"] = 8  # one patch must cover the whole 8x8 image
@@ -206,10 +227,15 @@ class PatchQNN(PatchNetwork):
             self.grid = PatchGrid(image, patch, cfg["stride"])  # type: ignore[arg-type]
         else:
             self.grid = PatchGrid.from_count(image, patch, cfg["n_patches"])  # type: ignore[arg-type]
-        obs = None if cfg["observables"] is None else tuple(cfg["observables"])
-        self.spec = CircuitSpec(n_qubits=cfg["n_qubits"], layers=cfg["layers"], n_features=self.grid.n_features,
-                                encoding=cfg["encoding"], n_encodings=cfg["n_encodings"], ansatz=cfg["ansatz"],
-                                observables=obs, n_outputs=cfg["n_classes"] if obs is None else None)
+        if circuit is not None:
+            self.spec = circuit.bind(self.grid.n_features)
+            cfg.update(n_qubits=circuit.n_qubits, layers=circuit.layers, encoding="custom", n_encodings=0,
+                       ansatz="custom", observables=list(self.spec.observables or ()), circuit=circuit.name)
+        else:
+            obs = None if cfg["observables"] is None else tuple(cfg["observables"])
+            self.spec = CircuitSpec(n_qubits=cfg["n_qubits"], layers=cfg["layers"], n_features=self.grid.n_features,
+                                    encoding=cfg["encoding"], n_encodings=cfg["n_encodings"], ansatz=cfg["ansatz"],
+                                    observables=obs, n_outputs=cfg["n_classes"] if obs is None else None)
         if cfg["aggregation"] != "linear" and self.spec.n_outputs != cfg["n_classes"]:
             raise ValueError(f"aggregation={cfg['aggregation']!r} needs one observable per class "
                              f"({cfg['n_classes']}), got {self.spec.n_outputs}; give {cfg['n_classes']} "
@@ -225,6 +251,18 @@ class PatchQNN(PatchNetwork):
                                batch_size=int(cfg["batch_size"]) * (P if batching != "per_patch" else 1),
                                n_layers=self.spec.layers * (self.spec.n_encodings + 1), diff_method=cfg["diff_method"],
                                order=cfg["order"], torch_device=cfg["torch_device"])
+        if circuit is not None and choice.name == "torch.statevector":
+            try:  # the torch simulators run a recorded program: the circuit's gates must record onto it
+                program.record(self.spec.qfunc, self.spec.n_qubits, self.grid.n_features, self.spec.n_weights)
+            except ValueError as exc:
+                if device != "auto":
+                    raise ValueError(f"circuit {circuit.name!r} cannot run on torch.statevector: {exc}") from None
+                choice = select_device("default.qubit", n_qubits=self.spec.n_qubits, batch_size=1,
+                                       n_layers=self.spec.layers, diff_method=cfg["diff_method"],
+                                       order=cfg["order"], torch_device="cpu")
+                choice = dataclasses.replace(choice, reason=f"auto: circuit {circuit.name!r} does not record onto "
+                                             f"torch.statevector ({exc}); " + choice.reason)
+                _log.info("quantum device: %s/%s (%s)", choice.name, choice.diff_method, choice.reason)
         if cfg["c_dtype"] != choice.c_dtype:
             choice = dataclasses.replace(choice, c_dtype=cfg["c_dtype"])
         self.device_choice: DeviceChoice = choice
@@ -249,10 +287,10 @@ class PatchQNN(PatchNetwork):
             qnode_ref = qml.QNode(self.spec.qfunc, qdev, interface="torch", diff_method="backprop")
             sim: Any
             if simulator == "compiled":
-                sim = CompiledCircuit(self.spec.qfunc, self.spec.n_qubits, self.spec.n_features, self.spec.n_weights,
+                sim = CompiledCircuit(self.spec.qfunc, self.spec.n_qubits, self.grid.n_features, self.spec.n_weights,
                                       memory_budget=cfg["memory_budget"])
             else:
-                sim = TorchStatevector(self.spec.qfunc, self.spec.n_qubits, self.spec.n_features, self.spec.n_weights)
+                sim = TorchStatevector(self.spec.qfunc, self.spec.n_qubits, self.grid.n_features, self.spec.n_weights)
             self._runner = _Shared(qnode_ref, qdev, sim=sim)
         else:
             self._runner = self._pennylane_runner(choice)

@@ -99,13 +99,13 @@ class CircuitProgram:
         return sum(len(rs) for s in self.steps if isinstance(s, Layer) for rs in s.gates.values())
 
 
-def _decode(value: Any, n_features: int, n_weights: int, gate: str) -> tuple[str, int]:
+def _decode(value: Any, n_features: int, n_weights: int, gate: str, origin: str = "") -> tuple[str, int]:
     v = float(value)
     idx = round(abs(v)) - 1
     if abs(abs(v) - (idx + 1)) > 1e-9 or not (0 <= idx < (n_features if v < 0 else n_weights)):
-        raise ValueError(f"gate {gate} takes a parameter computed from the inputs/weights ({v}); the torch "
-                         "statevector simulator needs every gate angle to be one input or one weight. Use "
-                         "device='default.qubit' for this circuit")
+        raise ValueError(f"gate {gate}{origin} takes a fixed angle or one computed from the inputs/weights ({v}); "
+                         "the torch statevector simulator needs every gate angle to be one input or one weight. "
+                         "Use device='default.qubit' for this circuit")
     return ("x" if v < 0 else "w", idx)
 
 
@@ -122,8 +122,18 @@ def record(qfunc: Callable[[Tensor, Tensor], Any], n_qubits: int, n_features: in
     x = -torch.arange(1, n_features + 1, dtype=torch.float64)
     w = torch.arange(1, n_weights + 1, dtype=torch.float64)
     tape = qml.tape.make_qscript(qfunc)(x, w)
+    origins: list[str] = [""] * len(tape.operations)
     if any(op.name not in SUPPORTED_GATES for op in tape.operations):  # templates, e.g. StronglyEntanglingLayers
+        origins = []
+        for op in tape.operations:  # which gate of the circuit each decomposed gate comes from
+            if op.name in SUPPORTED_GATES:
+                origins.append("")
+                continue
+            (part,), _ = qml.transforms.decompose(qml.tape.QuantumScript([op]), gate_set=set(SUPPORTED_GATES))
+            origins += [f" (from decomposing {op.name})"] * len(part.operations)
         (tape,), _ = qml.transforms.decompose(tape, gate_set=set(SUPPORTED_GATES))
+        if len(origins) != len(tape.operations):
+            origins = [""] * len(tape.operations)
     steps: list[Step] = []
     pending: dict[int, list[Rotation]] = {}
     diag: list[tuple[int, int]] = []
@@ -143,14 +153,14 @@ def record(qfunc: Callable[[Tensor, Tensor], Any], n_qubits: int, n_features: in
         else:
             steps.append(Layer(gates))
 
-    for op in tape.operations:
+    for op, origin in zip(tape.operations, origins):
         name, wires = op.name, tuple(int(q) for q in op.wires)
         if name in _ROTATIONS or name == "Rot":
             q = wires[0]
             if any(q in pair for pair in diag):  # the pending CZs do not commute with this gate
                 flush(tuple(range(n_qubits)))
                 flush_diag()
-            params = [_decode(p, n_features, n_weights, name) for p in op.parameters]
+            params = [_decode(p, n_features, n_weights, name, origin) for p in op.parameters]
             paulis = [_ROTATIONS[name]] if name in _ROTATIONS else ["Z", "Y", "Z"]  # Rot = RZ(c) RY(b) RZ(a)
             pending.setdefault(q, []).extend(Rotation(q, s, p) for s, p in zip(paulis, params))
         elif name == "CZ":
