@@ -167,3 +167,54 @@ def test_checkpoint_indices_and_choice_lists():
     assert checkpoint_indices(3, 10) == [0, 2]
     assert set(NTK_KINDS) == set(KINDS) and set(NTK_IMPLEMENTATIONS) == set(IMPLEMENTATIONS)
     assert set(NTK_METHODS) == set(METHODS)
+
+
+def _spawn_cfg(*extra):
+    return load_config(None, list(FAST_OVERRIDES["spawn"]) + ["data.n_samples=120", "spawn.times=[0,2]"] + list(extra))
+
+
+def test_spawn_units_are_run_directory_steps_an_interrupted_run_resumes_bit_identical(tmp_path, monkeypatch):
+    """The parent and every child are stamped steps: a run killed after two children keeps them, the rerun
+    trains only the rest, and the result equals an uninterrupted run's exactly."""
+    import numpy as np
+
+    from qlandscape.jobs import ntk as ntk_job
+    reference = ntk_job.run_spawn_job(_spawn_cfg(), tmp_path / "ref", progress=False)
+    calls = []
+    real = ntk_job.train_child
+
+    def dies_after_two(*a, **k):
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        calls.append(a[-2:])
+        return real(*a, **k)
+
+    monkeypatch.setattr(ntk_job, "train_child", dies_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        ntk_job.run_spawn_job(_spawn_cfg(), tmp_path / "run", progress=False)
+    assert sorted(p.name for p in (tmp_path / "run" / "spawn").glob("child_*.npy")) == [
+        "child_t0_k0.npy", "child_t0_k1.npy"]
+    monkeypatch.setattr(ntk_job, "train_child", real)
+    resumed = ntk_job.run_spawn_job(_spawn_cfg(), tmp_path / "run", progress=False)
+    assert resumed["children_trained"] == 2 and resumed["children_cached"] == 2
+    for key in ("loss_barrier", "error_barrier", "disagreement", "pair_distance", "child_loss", "parent_loss"):
+        assert resumed[key] == reference[key], key
+    for name in ("child_t0_k0", "child_t2_k1"):
+        assert np.array_equal(np.load(tmp_path / "run" / "spawn" / f"{name}.npy"),
+                              np.load(tmp_path / "ref" / "spawn" / f"{name}.npy"))
+
+
+def test_spawn_steps_recompute_exactly_what_a_change_or_a_damaged_file_invalidates(tmp_path, caplog):
+    from qlandscape.jobs import ntk as ntk_job
+    out = tmp_path / "run"
+    first = ntk_job.run_spawn_job(_spawn_cfg(), out, progress=False)
+    assert first["children_trained"] == 4
+    (out / "spawn" / "child_t2_k0.npy").write_bytes(b"\x93NUMPY damaged")
+    caplog.set_level(logging.INFO, logger="qlandscape")
+    again = ntk_job.run_spawn_job(_spawn_cfg(), out, progress=False)
+    assert again["children_trained"] == 1 and "reusing spawn_parent" in caplog.text
+    assert again["loss_barrier"] == first["loss_barrier"]  # the recomputed child is the same child
+    caplog.clear()
+    changed = ntk_job.run_spawn_job(_spawn_cfg("train.lr=0.02"), out, progress=False)
+    assert changed["children_trained"] == 4 and "recomputing spawn_parent: train.lr changed" in caplog.text
+    assert changed["loss_barrier"] != first["loss_barrier"]

@@ -5,9 +5,10 @@
   final kernels, velocity; ``ntk_dynamics.{npz,json}`` and ``ntk_distance.png``) and ``kernel_learning``
   (kernel regression and linearized training with the kernel frozen at each checkpoint;
   ``kernel_learning.{npz,json}`` and ``ntk_learning.png``); then the summary ``ntk.json``.
-* :func:`run_spawn_job`: parent-child spawning from the configured model's initialization, one stamped step
-  ``spawn_barriers`` (``spawn_barriers.{npz,json}``, ``spawn.png``) whose parent and children are cached in
-  ``DIR/spawn_cache/<digest>/`` as they finish (an interrupted run resumes); then the summary ``spawn.json``.
+* :func:`run_spawn_job`: parent-child spawning from the configured model's initialization: the parent and
+  every child are stamped steps (``spawn_parent``, ``spawn_child_t{t}_k{k}``, files in ``DIR/spawn/``), so an
+  interrupted run resumes with what finished; then the step ``spawn_barriers``
+  (``spawn_barriers.{npz,json}``, ``spawn.png``) and the summary ``spawn.json``.
 
 Like every job step (:mod:`qlandscape.jobs.steps`), a step is reused while the configuration values it
 read, the steps it built on and its files are unchanged (:mod:`qlandscape.rundir`).
@@ -16,9 +17,10 @@ read, the steps it built on and its files are unchanged (:mod:`qlandscape.rundir
 from __future__ import annotations
 
 import dataclasses
+import functools
+import io
 import logging
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, TypeVar
@@ -27,11 +29,14 @@ import numpy as np
 
 from ..adapter import CapabilityError
 from ..config import RunConfig
-from ..configview import recorder_of
+from ..configview import ConfigReads, recorder_of
 from ..ntk.dynamics import KernelLearningResult, NTKDynamicsResult, kernel_learning_curve, ntk_dynamics
 from ..ntk.linearized import LinearizedModel
-from ..ntk.spawn import SpawnPlan, SpawnResult, run_spawn
-from ..rundir import Drawers, RunDir, digest, json_ready, open_rundir, write_json
+from ..ntk.spawn import SpawnPlan, SpawnResult, spawn_result, train_child, train_parent
+from ..progress import progress_bar
+from ..results import ResultFileError
+from ..rundir import Drawers, RunDir, atomic_write_bytes, json_ready, open_rundir, write_json
+from ..train import TrainResult
 from .build import build_dataset, build_model, model_info
 from .scan import run_scan
 from .steps import step
@@ -302,8 +307,13 @@ def _spawn_figure(res: SpawnResult) -> Any:
 def run_spawn_job(cfg: RunConfig, out: Path, progress: bool = True, force: bool = False) -> dict[str, Any]:
     """The ``spawn`` job: parent-child spawning from the configured model's initialization.
 
-    The parent and every child are cached in ``out/spawn_cache/<digest of the values that define them>/`` as
-    they finish, so an interrupted run resumes; ``force`` empties that cache and recomputes.
+    Every unit of the experiment is a stamped, resumable step of the run directory
+    (:func:`~qlandscape.jobs.step`), so an interrupted run resumes with what finished: ``spawn_parent``
+    (``spawn/parent.{npz,json}``, the parent's TrainResult with its optimizer states), one
+    ``spawn_child_t{t}_k{k}`` per child (``spawn/child_t{t}_k{k}.npy``, built on the parent's identity),
+    then ``spawn_barriers`` (built on every child's). Each is keyed by the configuration values it read
+    (model, data, the spawn plan), so changing one recomputes exactly what depends on it. ``force``
+    recomputes all of them.
 
     Raises
     ------
@@ -320,19 +330,52 @@ def run_spawn_job(cfg: RunConfig, out: Path, progress: bool = True, force: bool 
     out = Path(out)
     info: dict[str, Any] = {}
     with open_rundir(out) as rd:
-        def compute(c: RunConfig) -> SpawnResult:
-            ds = build_dataset(c)
-            model = build_model(c, ds)
-            info.update(model_info(model))
-            plan = spawn_plan(c)
-            cache = rd.path / "spawn_cache" / digest(recorder_of(c).reads)  # model, data and plan
-            if force and cache.exists():
-                shutil.rmtree(cache)
-            res = run_spawn(model, ds, plan, cache_dir=cache, progress=progress)
-            res.info["cache_dir"] = str(cache)
-            return res
+        shared: list[tuple[Any, Any, SpawnPlan, ConfigReads]] = []
 
-        res = _info_step(rd, "spawn_barriers", SpawnResult, cfg, {}, force, info, compute,
+        def built(c: RunConfig) -> tuple[Any, Any, SpawnPlan]:
+            """Model, data and plan, built once; every step that uses them is keyed by what building them read."""
+            if not shared:
+                rec = ConfigReads(cfg)
+                view = rec.typed_view(RunConfig)
+                ds = build_dataset(view)
+                model = build_model(view, ds)
+                shared.append((model, ds, spawn_plan(view), rec))
+                info.update(model_info(model))
+            recorder_of(c).merge(shared[0][3])
+            return shared[0][0], shared[0][1], shared[0][2]
+
+        parent_path = rd.path / "spawn" / "parent"
+        parent_started = time.perf_counter()
+        parent, parent_stamp = step(
+            rd, "spawn_parent", cfg, outputs=("spawn/parent.npz", "spawn/parent.json"), upstream={}, force=force,
+            compute=lambda c: train_parent(*built(c), progress=False), save=lambda tr, key: _save_result(tr, parent_path),
+            load=lambda: TrainResult.load(parent_path))
+        parent_wall = time.perf_counter() - parent_started
+        plan = spawn_plan(cfg)
+        children: dict[tuple[int, int], np.ndarray] = {}
+        upstream: dict[str, str] = {}
+        trained = 0
+        bar = progress_bar(len(plan.spawn_times) * plan.n_children, "spawn children", progress)
+        for t in plan.spawn_times:
+            for k in range(plan.n_children):
+                name, rel = f"spawn_child_t{t}_k{k}", f"spawn/child_t{t}_k{k}.npy"
+                children[t, k], child_stamp = step(
+                    rd, name, cfg, outputs=(rel,), upstream={"spawn_parent": parent_stamp.identity}, force=force,
+                    compute=functools.partial(_train_child, built, parent, t, k),
+                    save=functools.partial(_save_theta, rd.path / rel), load=functools.partial(_load_theta, rd.path / rel))
+                upstream[name] = child_stamp.identity
+                trained += name in rd.fresh
+                bar.update(1)
+        bar.close()
+        children_wall = time.perf_counter() - parent_started - parent_wall
+
+        def compute(c: RunConfig) -> SpawnResult:
+            model, ds, plan = built(c)
+            return spawn_result(model, ds, plan, parent, children, info=dict(
+                parent_wall_s=parent_wall, children_wall_s=children_wall, children_trained=trained,
+                children_cached=len(children) - trained, parent_trained="spawn_parent" in rd.fresh))
+
+        res = _info_step(rd, "spawn_barriers", SpawnResult, cfg, upstream, force, info, compute,
                          figures=lambda r, c: {"spawn.png": lambda: _spawn_figure(r)}, figure_names=("spawn.png",))
         computed = "spawn_barriers" in rd.fresh
     summary = {
@@ -343,7 +386,7 @@ def run_spawn_job(cfg: RunConfig, out: Path, progress: bool = True, force: bool 
         "child_error": res.child_error, "parent_loss": res.parent_loss, "parent_error": res.parent_error,
         "child_seeds": res.child_seeds, "plan": res.plan,
         "model_info": res.info.get("model_info"), "computed_now": computed,
-        "children_trained": res.info.get("children_trained"), "children_cached": res.info.get("children_cached"),
+        "children_trained": trained, "children_cached": len(children) - trained,
         "training_state": res.info.get("training_state"), "deviations": res.info.get("deviations"),
         "barrier_definition": res.info.get("barrier_definition"),
         "wall_time_s": {"spawn": res.info.get("wall_time_s"), "parent": res.info.get("parent_wall_s"),
@@ -353,3 +396,30 @@ def run_spawn_job(cfg: RunConfig, out: Path, progress: bool = True, force: bool 
     summary = json_ready(summary)
     write_json(out / "spawn.json", summary)
     return summary
+
+def _train_child(built: Callable[[RunConfig], tuple[Any, Any, SpawnPlan]], parent: TrainResult, t: int, k: int,
+                 c: RunConfig) -> np.ndarray:
+    model, ds, plan = built(c)
+    return train_child(model, ds, plan, parent, t, k)
+
+
+def _save_result(result: TrainResult, path: Path) -> None:
+    result.save(path)
+
+
+def _save_theta(path: Path, theta: np.ndarray, key: str) -> None:
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(theta, dtype=np.float64), allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _load_theta(path: Path) -> np.ndarray:
+    try:
+        theta = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise ResultFileError(f"{path} is missing") from None
+    except (OSError, ValueError, EOFError):
+        raise ResultFileError(f"{path} is not a readable .npy array (truncated or corrupted)") from None
+    if theta.ndim != 1 or theta.dtype != np.float64:
+        raise ResultFileError(f"{path} does not hold a flat float64 parameter vector")
+    return theta

@@ -12,9 +12,19 @@ from .distance import KernelDistanceTrace, KernelDistanceTracker, distances_to, 
 from .dynamics import KernelLearningResult, NTKDynamicsResult, checkpoint_model, kernel_learning_curve, ntk_dynamics
 from .kernel import empirical_ntk
 from .linearized import KernelRegressionResult, LinearizedModel, kernel_regression
-from .spawn import SpawnPlan, SpawnResult, child_barriers, run_spawn, spawn_jobs, train_child, train_parent
+from .spawn import (
+    SpawnPlan,
+    SpawnResult,
+    child_barriers,
+    run_spawn,
+    spawn_jobs,
+    spawn_result,
+    train_child,
+    train_parent,
+)
 
 __all__ = ["empirical_ntk", "kernel_distance", "kernel_distance_matrix", "distances_to", "KernelDistanceTracker",
            "KernelDistanceTrace", "LinearizedModel", "kernel_regression", "KernelRegressionResult", "checkpoint_model",
            "ntk_dynamics", "NTKDynamicsResult", "kernel_learning_curve", "KernelLearningResult", "SpawnPlan",
-           "SpawnResult", "spawn_jobs", "train_parent", "train_child", "child_barriers", "run_spawn"]
+           "SpawnResult", "spawn_jobs", "train_parent", "train_child", "child_barriers", "run_spawn",
+           "spawn_result"]

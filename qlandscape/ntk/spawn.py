@@ -61,7 +61,7 @@ from ..train import TrainResult, train
 from .dynamics import refuse_running_statistics
 
 __all__ = ["SpawnPlan", "SpawnResult", "spawn_jobs", "run_job", "train_parent", "train_child", "child_barriers",
-           "run_spawn"]
+           "run_spawn", "spawn_result"]
 
 OPTIMIZERS = ("sgd", "adam")
 EVAL_SPLITS = ("test", "train")
@@ -638,7 +638,6 @@ def run_spawn(model: nn.Module, data: Dataset, plan: SpawnPlan, *, executor: Any
         if cache is not None:
             parent.save(cache / "parent")
     starts = {t: _spawn_start(parent, t, space, plan) for t in plan.spawn_times}
-    points = {t: theta for t, (theta, _) in starts.items()}
     parent_wall = time.perf_counter() - start
 
     children: dict[tuple[int, int], np.ndarray] = {}
@@ -668,6 +667,45 @@ def run_spawn(model: nn.Module, data: Dataset, plan: SpawnPlan, *, executor: Any
     bar.close()
     children_wall = time.perf_counter() - start - parent_wall
 
+    result = spawn_result(model, data, plan, parent, children, info=dict(
+        parent_wall_s=parent_wall, children_wall_s=children_wall, children_trained=len(todo),
+        children_cached=len(plan.spawn_times) * plan.n_children - len(todo)))
+    result.info["wall_time_s"] = time.perf_counter() - start
+    return result
+
+
+def spawn_result(model: nn.Module, data: Dataset, plan: SpawnPlan, parent: TrainResult,
+                 children: dict[tuple[int, int], np.ndarray], *, info: Optional[dict[str, Any]] = None) -> SpawnResult:
+    """The experiment's result from a trained parent and its trained children: barriers, disagreement and
+    distances for every pair of children at every spawn time, and the parent's loss and error there.
+
+    :func:`run_spawn` ends with it; a caller that trains the parent (:func:`train_parent`) and the children
+    (:func:`train_child`) itself, e.g. as resumable steps of a job, calls it directly.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The parent's initialization (its buffers are used for every evaluation).
+    data : Dataset
+    plan : SpawnPlan
+    parent : TrainResult
+        :func:`train_parent`'s result.
+    children : dict
+        ``{(t, k): flat parameters (n,)}`` for every spawn time ``t`` of the plan and ``k < plan.n_children``.
+    info : dict, optional
+        Extra entries for :attr:`SpawnResult.info` (timings, how many children were trained or reused).
+
+    Returns
+    -------
+    SpawnResult
+    """
+    space = _space(model)
+    eval_x, eval_y = _check_data(data, plan)
+    missing = [(t, k) for t in plan.spawn_times for k in range(plan.n_children) if (t, k) not in children]
+    if missing:
+        raise ValueError(f"children {missing} are missing: spawn_result needs every (t, k) of the plan")
+    children = {key: _check_theta(theta, space, f"child t={key[0]} k={key[1]}") for key, theta in children.items()}
+    points = {t: _spawn_point(parent, t, space) for t in plan.spawn_times}
     S, K, P, m = len(plan.spawn_times), plan.n_children, len(plan.pairs), plan.n_points
     out = {name: np.zeros(shape) for name, shape in [
         ("pair_loss_barrier", (S, P)), ("pair_error_barrier", (S, P)), ("pair_disagreement", (S, P)),
@@ -683,8 +721,7 @@ def run_spawn(model: nn.Module, data: Dataset, plan: SpawnPlan, *, executor: Any
         out["child_loss"][s], out["child_error"][s] = b["child_loss"], b["child_error"]
         out["parent_loss"][s], out["parent_error"][s] = _evaluate(model, (eval_x, eval_y), points[t])
     info = dict(n_params=space.size, n_eval=int(eval_x.shape[0]), n_train=int(data.train[0].shape[0]),
-                wall_time_s=time.perf_counter() - start, parent_wall_s=parent_wall, children_wall_s=children_wall,
-                children_trained=len(todo), children_cached=S * K - len(todo),
+                **(info or {}),
                 barrier_definition="max_alpha R(alpha) - (R(0) + R(1)) / 2 (Frankle et al. 2020)",
                 training_state=("parameters and optimizer state copied from the parent" if plan.copy_optimizer
                                 else "parameters copied from the parent; fresh optimizer (copy_optimizer=False)"),
