@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from .adapter import copy_module
 from .adversarial.attacks import Attack
+from .config import TrainConfig
 from .data import Dataset
 from .losses import LossFunction, LossSpec, make_loss
 from .objective import NonFiniteLossError, Objective
@@ -240,8 +241,10 @@ def _check_targets(model: nn.Module, loss_fn: LossFunction, x: Tensor, y: Tensor
 
 
 def train(model: nn.Module, data: Union[Dataset, tuple[Tensor, Tensor]], *, loss: LossSpec = "cross_entropy",
-          epochs: int = 50, lr: float = 0.05, optimizer: Literal["sgd", "adam"] = "sgd",
-          momentum: float = 0.9, weight_decay: float = 0.0, batch_size: int = 64,
+          epochs: int = TrainConfig.epochs, lr: float = TrainConfig.lr,
+          optimizer: Literal["sgd", "adam"] = TrainConfig.optimizer,  # type: ignore[assignment]
+          momentum: float = TrainConfig.momentum, weight_decay: float = TrainConfig.weight_decay,
+          batch_size: int = TrainConfig.batch_size,
           record_every: int = 1, test: Optional[tuple[Tensor, Tensor]] = None, seed: int = 0,
           progress: bool = True, schedule: Literal["constant", "cosine"] = "constant",
           t_max: Optional[int] = None,
@@ -257,7 +260,8 @@ def train(model: nn.Module, data: Union[Dataset, tuple[Tensor, Tensor]], *, loss
         Initial model (not modified).
     data : Dataset or (inputs, targets)
         Training data; with a :class:`Dataset`, its test split is evaluated too.
-    epochs, lr, optimizer, momentum, weight_decay, batch_size : training hyper-parameters.
+    epochs, lr, optimizer, momentum, weight_decay, batch_size : training hyper-parameters; their defaults
+        are the ``[train]`` configuration section's (:class:`~qlandscape.config.TrainConfig`), their one source.
     record_every : int
         Record a checkpoint every this many epochs (and always at 0 and at the end).
     record_steps : int

@@ -448,3 +448,27 @@ def test_cli_hessian_in_train_mode_with_fixed_dropout(tmp_path):
         args += ["--set", o]
     assert main(args) == 0
     assert (tmp_path / "hessian_eigs.json").is_file()
+
+
+def test_library_defaults_have_one_source_the_configuration_sections():
+    """Where a library routine takes a setting that a config section also declares, with the same meaning,
+    the routine's default is the section's: one place to change it."""
+    import inspect
+
+    from qlandscape.adversarial import Attack
+    from qlandscape.config import AdversarialConfig, MergeConfig, SpawnConfig, TrainConfig
+    from qlandscape.merging import interpolation_barriers
+    from qlandscape.ntk import SpawnPlan
+    from qlandscape.train import train
+
+    t = inspect.signature(train).parameters
+    for key in ("epochs", "lr", "optimizer", "momentum", "weight_decay", "batch_size", "record_every", "seed",
+                "schedule", "t_max", "record_steps"):
+        assert t[key].default == getattr(TrainConfig(), key), key
+    assert inspect.signature(interpolation_barriers).parameters["n_points"].default == MergeConfig().n_points
+    a, c = Attack(), AdversarialConfig()
+    assert all(getattr(a, k) == getattr(c, k) for k in ("kind", "norm", "epsilon", "steps", "step_size",
+                                                         "random_start"))
+    plan, spawn = SpawnPlan(spawn_times=(0,)), SpawnConfig()
+    assert (plan.n_children, plan.n_points, plan.copy_optimizer) == (spawn.n_children, spawn.n_points,
+                                                                     spawn.copy_optimizer)

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from ..adapter import copy_module
+from ..config import MergeConfig
 from ..landscape.scan import InterpolationResult, interpolate
 from ..losses import LossSpec
 from ..objective import DtypeSpec, Objective
@@ -141,7 +142,7 @@ def _curve(objective: Objective, model_b: nn.Module, n_points: int) -> Interpola
 
 
 def interpolation_barriers(model_a: nn.Module, model_b: nn.Module, data: tuple[Tensor, Tensor], *,
-                           n_points: int = 11, align: Optional[Literal["weight", "activation"]] = None,
+                           n_points: int = MergeConfig.n_points, align: Optional[Literal["weight", "activation"]] = None,
                            align_data: Optional[Union[Tensor, np.ndarray]] = None, loss: LossSpec = "cross_entropy",
                            mode: Literal["eval", "train"] = "eval", dtype: DtypeSpec = torch.float64,
                            max_iter: int = 100, seed: int = 0) -> MergeResult:
@@ -154,7 +155,8 @@ def interpolation_barriers(model_a: nn.Module, model_b: nn.Module, data: tuple[T
     data : (inputs, targets)
         Evaluation data, passed to :class:`~qlandscape.Objective` (one chunk).
     n_points : int
-        Points on [0, 1] (endpoints included); odd values put one at the midpoint.
+        Points on [0, 1] (endpoints included); odd values put one at the midpoint. Default: the ``[merge]``
+        section's (:class:`~qlandscape.config.MergeConfig`, 21).
     align : {None, "weight", "activation"}
         Also align ``model_b`` to ``model_a`` (:func:`~qlandscape.merging.align_weights`) and
         measure the path ``a -> aligned b``.
