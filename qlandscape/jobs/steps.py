@@ -50,10 +50,14 @@ def step(rd: RunDir, name: str, cfg: RunConfig, *, outputs: tuple[str, ...], ups
         Identity of each earlier step whose output ``compute`` uses.
     force : bool
         Recompute, unless this session already computed the step.
-    compute, save, load
-        ``compute(cfg_view)`` makes the value, ``save(value, key)`` writes ``outputs`` (``key``: the
-        digest of the values read, for the files' own provenance), ``load()`` reads them back (raising
-        :class:`~qlandscape.results.ResultFileError` when they are unusable).
+    compute : callable
+        ``compute(cfg_view)`` makes the value; what it reads through ``cfg_view`` keys the step.
+    save : callable
+        ``save(value, key)`` writes ``outputs`` (``key``: the digest of the values read, for the files'
+        own provenance).
+    load : callable
+        ``load()`` reads them back, raising :class:`~qlandscape.results.ResultFileError` when they are
+        unusable (the step is then recomputed).
     figures : callable, optional
         ``figures(value, cfg_view)``: the figures of the step, drawn after saving, and redrawn from the
         stored value when missing.
@@ -112,9 +116,16 @@ def result_step(rd: RunDir, name: str, cls: type[R], cfg: RunConfig, upstream: M
     name : str
         The step's name, also the stem of its two files.
     cls : type
-        The Result subclass, whose ``load`` reads the files back.
-    cfg, upstream, force, compute, figures, figure_names
-        As in :func:`step`; ``compute(cfg_view)`` returns the Result.
+        The :class:`~qlandscape.results.Result` subclass (a dataclass with a ``provenance`` dict field),
+        whose ``load`` reads the files back.
+    cfg : RunConfig
+    upstream : mapping
+    force : bool
+    compute : callable
+        ``compute(cfg_view)`` returns the Result.
+    figures : callable, optional
+    figure_names : tuple of str
+        As in :func:`step`.
     info : dict
         JSON-able description of the model (:func:`~qlandscape.jobs.model_info`), stored in the result's
         provenance beside the configuration digest.
