@@ -71,9 +71,12 @@ from qlandscape.sweep.report import write_report
 FAST = os.environ.get("QLANDSCAPE_FAST", "0") == "1"
 OUT = Path(os.environ.get("QLANDSCAPE_OUT", "runs/notebook_kawase_mnist"))
 OUT.mkdir(parents=True, exist_ok=True)
-FIGURES = Path(__file__).resolve().parent / "figures" if "__file__" in globals() else Path("figures")
-RESULTS = Path(__file__).resolve().parent / "results" / "kawase_mnist" if "__file__" in globals() else Path(
-    "results/kawase_mnist")
+# this notebook's folder: from __file__ as a script; in a kernel, notebooks/ below the repository root
+# (docs/notebooks.py executes from there) or the working directory (Jupyter opened in notebooks/)
+HERE = (Path(__file__).resolve().parent if "__file__" in globals()
+        else Path("notebooks") if Path("notebooks", "06_kawase_mnist.py").exists() else Path("."))
+FIGURES = HERE / "figures"
+RESULTS = HERE / "results" / "kawase_mnist"
 WORKERS = int(os.environ.get("QLANDSCAPE_WORKERS", "2"))
 torch.set_num_threads(1)
 

@@ -472,16 +472,16 @@ def make_loss(spec: LossSpec, metric: Optional[PerSampleLoss] = None) -> LossFun
     **The module's own reduction is honoured**, so that ``Objective(model, module, (x, y),
     reduction=r)`` reproduces torch's ``module(model(x), y)``:
 
-    ============================  =====================  ===================================
-    module ``reduction``          per-sample loss        matches torch's value with
-    ============================  =====================  ===================================
-    ``"mean"`` (torch default)    mean over the sample's ``Objective(reduction="mean")``
+    ============================  ========================  ===================================
+    module ``reduction``          per-sample loss           matches torch's value with
+    ============================  ========================  ===================================
+    ``"mean"`` (torch default)    mean over the sample's    ``Objective(reduction="mean")``
                                   elements
-    ``"sum"``                     sum over the sample's  ``Objective(reduction="sum")``;
-                                  elements               ``reduction="mean"`` is refused
-    ``"batchmean"`` (KLDivLoss)   sum over elements      ``Objective(reduction="mean")``
-    ``"none"``                    mean over elements     (torch gives no scalar)
-    ============================  =====================  ===================================
+    ``"sum"``                     sum over the sample's     ``Objective(reduction="sum")``;
+                                  elements                  ``reduction="mean"`` is refused
+    ``"batchmean"`` (KLDivLoss)   sum over elements         ``Objective(reduction="mean")``
+    ``"none"``                    mean over elements        (torch gives no scalar)
+    ============================  ========================  ===================================
 
     ``Objective(reduction="sum")`` with a ``"mean"`` module sums the per-sample losses (``N``
     times torch's mean for an unweighted loss). For CrossEntropyLoss / NLLLoss with class
