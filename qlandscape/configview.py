@@ -1,6 +1,6 @@
 """Read-tracking views of a frozen configuration: which ``section.key`` values did a step use?
 
-A pipeline step computes with a :class:`ConfigReads` view of the :class:`~qlandscape.config.RunConfig`
+A job step computes with a :class:`ConfigReads` view of the :class:`~qlandscape.config.RunConfig`
 instead of the configuration itself. The view behaves like the configuration (attribute access,
 methods, properties, ``isinstance``, :func:`dataclasses.asdict` and :func:`dataclasses.replace`) and
 records every leaf value it hands out. The recorded values are the step's cache key: a step's result

@@ -70,7 +70,7 @@ class FitThresholds:
 
     Notes
     -----
-    Measured with :func:`qlandscape.pipeline.fit_report` (majority-class chance, float64 gradients), train split:
+    Measured with :func:`qlandscape.jobs.fit_report` (majority-class chance, float64 gradients), train split:
 
     - healthy, converged: ``qlandscape demo`` default (MLP, 30 epochs, 1437 samples) ``|g|/|g0|`` = 0.0044,
       train accuracy 1.000, loss 2.283 -> 0.0029; ``digits-small`` (12 epochs, 450 samples): patch MLPs
@@ -347,7 +347,7 @@ def gradient_norm(model: nn.Module, loss: LossSpec, data: DataSpec, *,
     ----------
     model : nn.Module
     loss : str or LossFunction
-        As :class:`~qlandscape.Objective` takes it (``"cross_entropy"`` for the pipeline's trainings).
+        As :class:`~qlandscape.Objective` takes it (``"cross_entropy"`` for the jobs' trainings).
     data : (inputs, targets) or iterable of batches
         The training data, e.g. ``Dataset.train``.
     theta : Tensor or ndarray, shape (n,), optional

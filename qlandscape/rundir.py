@@ -1,6 +1,6 @@
 """The run directory: atomic writes, one process at a time, and stamps that say what each file is.
 
-Every pipeline step (``train``, ``hessian_eigs``, ``scan``, ...) that finishes writes a *stamp*,
+Every job step (``train``, ``hessian_eigs``, ``scan``, ...) that finishes writes a *stamp*,
 ``DIR/.stamps/<step>.json``, after its files:
 
 - ``reads``: every configuration value the computation read (``"hessian.tol": 0.0001``, recorded by

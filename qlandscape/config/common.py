@@ -252,7 +252,7 @@ class TrainConfig:
 OBJECTIVE_LOSSES: tuple[str, ...] = ("cross_entropy", "mse", "bce_with_logits")
 """``objective.loss`` values: cross-entropy of the logits; squared error of the logits against one-hot
 targets (mean over classes); one-vs-rest binary cross-entropy of the logits against one-hot targets (mean
-over classes). See :func:`qlandscape.pipeline.build_loss`."""
+over classes). See :func:`qlandscape.jobs.build_loss`."""
 
 
 @dataclass(frozen=True)

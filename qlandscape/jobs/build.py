@@ -151,7 +151,7 @@ def _accuracy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def build_loss(name: str) -> LossSpec:
-    """The per-sample loss of ``objective.loss`` for the pipeline's models (logits ``(B, C)``, integer
+    """The per-sample loss of ``objective.loss`` for the jobs' models (logits ``(B, C)``, integer
     labels ``(B,)``).
 
     Parameters

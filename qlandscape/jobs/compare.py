@@ -1,7 +1,7 @@
 """``qlandscape compare``: a patch quantum network and its parameter-matched classical patch MLP,
 trained on the same digits task and measured with the same engine, in one report.
 
-Each model runs the ordinary resumable pipeline steps (:mod:`qlandscape.jobs`) in its own
+Each model runs the ordinary resumable job steps (:mod:`qlandscape.jobs`) in its own
 subdirectory (``DIR/patch_qnn/``, ``DIR/patch_mlp/``), so a rerun reuses finished steps and an
 interrupted job resumes. The report itself (``report.json``, ``report.md`` and side-by-side PNGs)
 is cheap and always rewritten from the stored results.

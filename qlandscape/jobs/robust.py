@@ -3,16 +3,16 @@
 Prabhu et al. ask whether adversarial training (Madry et al. 2018) finds flatter minima; they found it does not.
 :func:`run_robust` trains two models of the configured architecture that differ only in ``train.adversarial``
 (same initialization, data and minibatch order): ``out/standard/`` trains on clean batches, ``out/adversarial/``
-on the ``[adversarial]`` attack's batches. In each run directory it runs the pipeline steps ``train``,
-``hessian_eigs`` and ``hessian_trace`` (:func:`~qlandscape.run_hessian`), ``scan`` (always
+on the ``[adversarial]`` attack's batches. In each run directory it runs the job steps ``train``,
+``hessian_eigs`` and ``hessian_trace`` (:func:`~qlandscape.jobs.run_hessian`), ``scan`` (always
 filter-normalized random directions, Li et al. 2018; ``scan.dims``, ``n_points``, ``span`` as configured), and two
 steps of its own:
 
 * ``robustness`` (``robustness.{npz,json}``): clean and robust loss and accuracy on the TEST split under the
-  evaluation attack (:func:`~qlandscape.build_attack` with ``evaluation=True``: ``eval_steps`` steps),
+  evaluation attack (:func:`~qlandscape.jobs.build_attack` with ``evaluation=True``: ``eval_steps`` steps),
   with the training loss (cross-entropy);
-* ``sharpness`` (``sharpness.{npz,json}``): epsilon-sharpness (Keskar et al. 2017) of the pipeline objective
-  (:func:`~qlandscape.build_objective`, the loss the Hessian and the scan measure) in the
+* ``sharpness`` (``sharpness.{npz,json}``): epsilon-sharpness (Keskar et al. 2017) of the job's objective
+  (:func:`~qlandscape.jobs.build_objective`, the loss the Hessian and the scan measure) in the
   filter-normalized ball of relative radius ``sharpness_epsilon``, ``sharpness_steps`` ascent steps, seed
   ``hessian.seed``.
 
@@ -71,7 +71,7 @@ def fast_overrides(fast: bool) -> list[str]:
 
 @dataclass
 class RobustnessResult(RobustEvaluation):
-    """:class:`RobustEvaluation` of a pipeline model on its test split, with provenance (``config_digest``,
+    """:class:`RobustEvaluation` of a job's model on its test split, with provenance (``config_digest``,
     ``model_info``, ``split``, ``wall_time_s``)."""
 
     provenance: dict = field(default_factory=dict)

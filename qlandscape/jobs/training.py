@@ -39,9 +39,27 @@ _FIT_SEEN: dict[tuple[str, str], FitReport] = {}  # (run directory, train identi
 
 
 def train_step(rd: RunDir, cfg: RunConfig, progress: bool,
-                force: bool) -> tuple[tuple[nn.Module, TrainResult, Dataset], Stamp]:
-    """The ``train`` step in an open run directory; also returns its stamp (whose identity keys
-    every downstream step)."""
+               force: bool) -> tuple[tuple[nn.Module, TrainResult, Dataset], Stamp]:
+    """The ``train`` step in an open run directory: train the configured model, or reuse ``model.pt``
+    and ``train.{npz,json}`` trained from the same configuration values.
+
+    Parameters
+    ----------
+    rd : RunDir
+        The open run directory (:func:`~qlandscape.rundir.open_rundir`).
+    cfg : RunConfig
+    progress : bool
+        Progress bar over epochs.
+    force : bool
+        Retrain, unless this run-directory session already trained.
+
+    Returns
+    -------
+    (model, TrainResult, Dataset), Stamp
+        The trained model (its weights at :attr:`TrainResult.minimum`), its training record,
+        the data, and the step's stamp: pass ``{"train": stamp.identity}`` as the ``upstream`` of every step
+        that uses the model. The model's fit is checked and logged once (:func:`fit_report`).
+    """
     weights = rd.path / "model.pt"
 
     def compute(c: RunConfig) -> tuple[nn.Module, TrainResult, Dataset]:
