@@ -13,11 +13,12 @@ are unchanged, and each file still has its recorded checksum; anything else is r
 line and the step recomputed. Recomputing a step first deletes its old files and figures, and those of
 every step downstream of it, so the directory never shows a stale picture as current.
 
-``DIR/.lock`` serializes processes: :func:`open_rundir` takes an exclusive ``flock`` on it without
-waiting, so a second process on the same directory fails at once with :class:`RunDirBusy`, naming
-the directory and the holder's pid. The operating system releases the lock when its holder exits,
-however it exits, so a killed run never blocks the next one. (Without ``fcntl``, e.g. on Windows,
-there is no lock.)
+``DIR/.lock`` serializes processes: :func:`open_rundir` takes an exclusive lock on it without
+waiting (the ``filelock`` package: ``flock`` on Unix, ``msvcrt`` locking on Windows), so a second
+process on the same directory fails at once with :class:`RunDirBusy`, naming the directory and the
+holder's pid (written into the lock file by the holder; "unknown" where it cannot be read). The
+operating system releases the lock when its holder exits, however it exits, so a killed run never
+blocks the next one.
 """
 
 from __future__ import annotations
@@ -35,12 +36,9 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional
 
-from .configview import ConfigReads, changed_reads
+import filelock
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
+from .configview import ConfigReads, changed_reads
 
 log = logging.getLogger("qlandscape")
 
@@ -48,6 +46,15 @@ STAMP_DIR = ".stamps"
 LOCK_FILE = ".lock"
 STAMP_FORMAT = 1
 """Version of the stamp layout; stamps of another version are not trusted (their step recomputes)."""
+
+
+def _holder(path: Path) -> str:
+    """The pid the lock's holder wrote into ``path``, or "unknown"."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(64).decode(errors="replace").strip() or "unknown"
+    except OSError:
+        return "unknown"
 
 
 class RunDirError(Exception):
@@ -221,7 +228,7 @@ class RunDir:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.fresh: set[str] = set()
-        self._fd: Optional[int] = None
+        self._lock: Optional[filelock.BaseFileLock] = None
         self._depth = 0
 
     # ----------------------------------------------------------------- lock
@@ -235,26 +242,30 @@ class RunDir:
             raise RunDirError(f"cannot create output directory {p}: {exc.strerror or exc}") from None
         if not os.access(p, os.W_OK | os.X_OK):
             raise RunDirError(f"output directory {p} is not writable")
+        path = p / LOCK_FILE
+        lock = filelock.FileLock(str(path), timeout=0)  # created 0o666 & ~umask, as every file written here
         try:
-            fd = os.open(p / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+            lock.acquire()
+        except filelock.Timeout:
+            raise RunDirBusy(f"output directory {p} is in use by another qlandscape process (pid {_holder(path)}); "
+                             "wait for it to finish or use another output directory") from None
         except OSError as exc:
             raise RunDirError(f"cannot write to output directory {p}: {exc.strerror or exc}") from None
-        if fcntl is not None:
+        try:  # the holder's pid, for the message a second process prints (the lock does not depend on it)
+            fd = os.open(path, os.O_WRONLY)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+            finally:
                 os.close(fd)
-                raise RunDirBusy(f"output directory {p} is in use by another qlandscape process (pid {holder}); "
-                                 "wait for it to finish or use another output directory") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
+        except OSError:  # e.g. a locked byte range on Windows: the message then says "unknown"
+            pass
+        self._lock = lock
 
     def _release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing the descriptor releases the flock
-            self._fd = None
+        if self._lock is not None:
+            self._lock.release()  # also released by the OS when the process exits, however it exits
+            self._lock = None
 
     # ----------------------------------------------------------------- stamps
     def stamp_path(self, step: str) -> Path:

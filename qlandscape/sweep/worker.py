@@ -352,7 +352,7 @@ def _publish(work: Path, final: Path) -> None:
     _fsync_dir(final.parent)
     _fsync_dir(work.parent)
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(final / ".lock")  # our descriptor still holds the (renamed) inode's lock until released
+        os.unlink(final / ".lock")  # our lock (filelock: flock on Unix) holds the renamed inode until released
 
 
 def _record_failure(root: Path, work: Path, p: Any, exc: BaseException, wall: float) -> None:
