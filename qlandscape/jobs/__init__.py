@@ -8,7 +8,8 @@ merging, ...) never import it.
   :class:`~qlandscape.rundir.RunDir` (stamped by the configuration values it read, the steps it built on
   and its files' checksums); :func:`result_step` is :func:`step` for a
   :class:`~qlandscape.results.Result`; :func:`train_step` is the ``train`` step every measurement builds
-  on (with the check that the trained model is at a minimum, :func:`fit_report`).
+  on (with the check that the trained model is at a minimum, :func:`fit_report`); :func:`built_once` shares
+  one object (an objective, a model and its data) among steps, each keyed by what building it read.
 * **Builders** (:mod:`.build`): the dataset, model, loss, objective and attack a
   :class:`~qlandscape.config.RunConfig` describes.
 * **Jobs**: :func:`ensure_trained` (``train``), :func:`run_hessian` (``hessian``), :func:`run_scan`
@@ -51,12 +52,12 @@ from .merge import run_merge
 from .ntk import run_ntk, run_spawn_job
 from .robust import run_robust
 from .scan import run_scan, scan_directions
-from .steps import result_step, step
+from .steps import built_once, result_step, step
 from .training import FIT_LOSS, checked_fit, ensure_trained, fit_report, train_step
 
 __all__ = [
     "DTYPES", "FIT_LOSS", "HESSIAN_PARTS",
-    "step", "result_step", "train_step",
+    "step", "result_step", "train_step", "built_once",
     "build_attack", "build_dataset", "build_loss", "build_model", "build_objective", "build_patch_qnn",
     "load_weights", "model_info", "shape_only_dataset", "scan_directions",
     "ensure_trained", "fit_report", "checked_fit",

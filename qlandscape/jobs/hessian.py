@@ -6,13 +6,12 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..config import RunConfig
-from ..configview import ConfigReads, recorder_of
 from ..curvature import DensityResult, EigResult, TraceResult, hessian_eigs, hessian_trace, spectral_density
 from ..objective import Objective
 from ..results import Result
 from ..rundir import Drawers, open_rundir
 from .build import build_objective, model_info
-from .steps import result_step
+from .steps import built_once, result_step
 from .training import train_step
 
 __all__ = ["HESSIAN_PARTS", "run_hessian"]
@@ -36,16 +35,8 @@ def run_hessian(cfg: RunConfig, out: Path, progress: bool = True, force: bool = 
         (model, _, ds), trained = train_step(rd, cfg, progress, force)
         upstream = {"train": trained.identity}
         info = model_info(model)
-        shared: list[tuple[Objective, ConfigReads]] = []
-
-        def objective(c: RunConfig) -> Objective:
-            """Built once, on first need (its cached graph serves all three steps); every step that
-            uses it is keyed by the configuration values that building it read."""
-            if not shared:
-                rec = ConfigReads(cfg)
-                shared.append((build_objective(rec.typed_view(RunConfig), model, ds), rec))
-            recorder_of(c).merge(shared[0][1])
-            return shared[0][0]
+        # built once (its cached graph serves all three steps), each step keyed by what building it read
+        objective: Callable[[RunConfig], Objective] = built_once(cfg, lambda c: build_objective(c, model, ds))
 
         def eigs(c: RunConfig) -> EigResult:
             h = c.hessian

@@ -29,7 +29,6 @@ import numpy as np
 
 from ..adapter import CapabilityError
 from ..config import RunConfig
-from ..configview import ConfigReads, recorder_of
 from ..ntk.dynamics import KernelLearningResult, NTKDynamicsResult, kernel_learning_curve, ntk_dynamics
 from ..ntk.linearized import LinearizedModel
 from ..ntk.spawn import SpawnPlan, SpawnResult, spawn_result, train_child, train_parent
@@ -39,7 +38,7 @@ from ..rundir import Drawers, RunDir, atomic_write_bytes, json_ready, open_rundi
 from ..train import TrainResult
 from .build import build_dataset, build_model, model_info
 from .scan import run_scan
-from .steps import step
+from .steps import built_once, step
 from .training import train_step
 
 __all__ = ["run_ntk", "run_spawn_job", "fast_overrides", "checkpoint_indices", "spawn_plan", "FAST_OVERRIDES"]
@@ -330,19 +329,14 @@ def run_spawn_job(cfg: RunConfig, out: Path, progress: bool = True, force: bool 
     out = Path(out)
     info: dict[str, Any] = {}
     with open_rundir(out) as rd:
-        shared: list[tuple[Any, Any, SpawnPlan, ConfigReads]] = []
+        def make(c: RunConfig) -> tuple[Any, Any, SpawnPlan]:
+            ds = build_dataset(c)
+            model = build_model(c, ds)
+            info.update(model_info(model))
+            return model, ds, spawn_plan(c)
 
-        def built(c: RunConfig) -> tuple[Any, Any, SpawnPlan]:
-            """Model, data and plan, built once; every step that uses them is keyed by what building them read."""
-            if not shared:
-                rec = ConfigReads(cfg)
-                view = rec.typed_view(RunConfig)
-                ds = build_dataset(view)
-                model = build_model(view, ds)
-                shared.append((model, ds, spawn_plan(view), rec))
-                info.update(model_info(model))
-            recorder_of(c).merge(shared[0][3])
-            return shared[0][0], shared[0][1], shared[0][2]
+        # model, data and plan, built once; every step that uses them is keyed by what building them read
+        built = built_once(cfg, make)
 
         parent_path = rd.path / "spawn" / "parent"
         parent_started = time.perf_counter()

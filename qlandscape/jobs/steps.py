@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, TypeVar
 
 from ..config import RunConfig
-from ..configview import ConfigReads
+from ..configview import ConfigReads, recorder_of
 from ..results import Result, ResultFileError
 from ..rundir import Drawers, RunDir, Stamp
 
-__all__ = ["step", "result_step"]
+__all__ = ["step", "result_step", "built_once"]
 
 log = logging.getLogger("qlandscape")
 
@@ -140,3 +140,33 @@ def result_step(rd: RunDir, name: str, cls: type[R], cfg: RunConfig, upstream: M
                      compute=compute, save=lambda res, key: _save(res, path, key, info),
                      load=lambda: cls.load(path), figures=figures, figure_names=figure_names)
     return value
+
+
+def built_once(cfg: RunConfig, make: Callable[[RunConfig], T]) -> Callable[[RunConfig], T]:
+    """An object several steps share, built on first need, with what building it read charged to each step.
+
+    Parameters
+    ----------
+    cfg : RunConfig
+        The job's configuration.
+    make : callable
+        ``make(cfg_view)`` builds the object (an objective, a model and its data, ...), reading the
+        configuration through ``cfg_view``.
+
+    Returns
+    -------
+    callable
+        ``get(c)``: inside a step's ``compute(c)``, the object (built by the first call only), with the
+        configuration values ``make`` read merged into ``c``'s record, so every step that uses it is keyed by
+        them as if it had read them itself.
+    """
+    shared: list[tuple[T, ConfigReads]] = []
+
+    def get(c: RunConfig) -> T:
+        if not shared:
+            rec = ConfigReads(cfg)
+            shared.append((make(rec.typed_view(RunConfig)), rec))
+        recorder_of(c).merge(shared[0][1])
+        return shared[0][0]
+
+    return get
