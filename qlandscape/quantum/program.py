@@ -122,18 +122,13 @@ def record(qfunc: Callable[[Tensor, Tensor], Any], n_qubits: int, n_features: in
     x = -torch.arange(1, n_features + 1, dtype=torch.float64)
     w = torch.arange(1, n_weights + 1, dtype=torch.float64)
     tape = qml.tape.make_qscript(qfunc)(x, w)
-    origins: list[str] = [""] * len(tape.operations)
-    if any(op.name not in SUPPORTED_GATES for op in tape.operations):  # templates, e.g. StronglyEntanglingLayers
-        origins = []
-        for op in tape.operations:  # which gate of the circuit each decomposed gate comes from
-            if op.name in SUPPORTED_GATES:
-                origins.append("")
-                continue
+    operations: list[tuple[Any, str]] = []  # (gate, which gate of the circuit it was decomposed from)
+    for op in tape.operations:
+        if op.name in SUPPORTED_GATES:
+            operations.append((op, ""))
+        else:  # templates, e.g. StronglyEntanglingLayers, and gates such as Hadamard
             (part,), _ = qml.transforms.decompose(qml.tape.QuantumScript([op]), gate_set=set(SUPPORTED_GATES))
-            origins += [f" (from decomposing {op.name})"] * len(part.operations)
-        (tape,), _ = qml.transforms.decompose(tape, gate_set=set(SUPPORTED_GATES))
-        if len(origins) != len(tape.operations):
-            origins = [""] * len(tape.operations)
+            operations += [(g, f" (from decomposing {op.name})") for g in part.operations]
     steps: list[Step] = []
     pending: dict[int, list[Rotation]] = {}
     diag: list[tuple[int, int]] = []
@@ -153,7 +148,7 @@ def record(qfunc: Callable[[Tensor, Tensor], Any], n_qubits: int, n_features: in
         else:
             steps.append(Layer(gates))
 
-    for op, origin in zip(tape.operations, origins):
+    for op, origin in operations:
         name, wires = op.name, tuple(int(q) for q in op.wires)
         if name in _ROTATIONS or name == "Rot":
             q = wires[0]
