@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import io
 import logging
 import math
 import time
@@ -31,10 +30,10 @@ from ..adapter import CapabilityError
 from ..config import RunConfig
 from ..ntk.dynamics import KernelLearningResult, NTKDynamicsResult, kernel_learning_curve, ntk_dynamics
 from ..ntk.linearized import LinearizedModel
-from ..ntk.spawn import SpawnPlan, SpawnResult, spawn_result, train_child, train_parent
+from ..ntk.spawn import SpawnPlan, SpawnResult, load_theta, save_theta, spawn_result, train_child, train_parent
 from ..progress import progress_bar
 from ..results import ResultFileError
-from ..rundir import Drawers, RunDir, atomic_write_bytes, json_ready, open_rundir, write_json
+from ..rundir import Drawers, RunDir, json_ready, open_rundir, write_json
 from ..train import TrainResult
 from .build import build_dataset, build_model, model_info
 from .scan import run_scan
@@ -402,18 +401,11 @@ def _save_result(result: TrainResult, path: Path) -> None:
 
 
 def _save_theta(path: Path, theta: np.ndarray, key: str) -> None:
-    buf = io.BytesIO()
-    np.save(buf, np.asarray(theta, dtype=np.float64), allow_pickle=False)
-    atomic_write_bytes(path, buf.getvalue())
+    save_theta(path, theta)
 
 
 def _load_theta(path: Path) -> np.ndarray:
-    try:
-        theta = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise ResultFileError(f"{path} is missing") from None
-    except (OSError, ValueError, EOFError):
-        raise ResultFileError(f"{path} is not a readable .npy array (truncated or corrupted)") from None
+    theta = load_theta(path)
     if theta.ndim != 1 or theta.dtype != np.float64:
         raise ResultFileError(f"{path} does not hold a flat float64 parameter vector")
     return theta

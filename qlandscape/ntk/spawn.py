@@ -56,12 +56,12 @@ from ..landscape.scan import interpolate
 from ..objective import Objective
 from ..params import ParamSpace
 from ..progress import progress_bar
-from ..results import Result, atomic_write_bytes
+from ..results import Result, ResultFileError, atomic_write_bytes
 from ..train import TrainResult, train
 from .dynamics import refuse_running_statistics
 
 __all__ = ["SpawnPlan", "SpawnResult", "spawn_jobs", "run_job", "train_parent", "train_child", "child_barriers",
-           "run_spawn", "spawn_result"]
+           "run_spawn", "spawn_result", "save_theta", "load_theta"]
 
 OPTIMIZERS = ("sgd", "adam")
 EVAL_SPLITS = ("test", "train")
@@ -565,10 +565,31 @@ def _child_path(cache: Path, t: int, k: int) -> Path:
     return cache / f"{_child_id(t, k)}.npy"
 
 
-def _save_child(cache: Path, t: int, k: int, theta: np.ndarray) -> None:
+def save_theta(path: Union[str, Path], theta: np.ndarray) -> None:
+    """Write a flat parameter vector ``theta`` (n,) to ``path`` as ``.npy`` (float64, no pickle), atomically."""
     buf = io.BytesIO()
-    np.save(buf, theta, allow_pickle=False)
-    atomic_write_bytes(_child_path(cache, t, k), buf.getvalue())
+    np.save(buf, np.asarray(theta, dtype=np.float64), allow_pickle=False)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def load_theta(path: Union[str, Path]) -> np.ndarray:
+    """Read an array written by :func:`save_theta`.
+
+    Raises
+    ------
+    ResultFileError
+        The file is missing, truncated or not an ``.npy`` array (object arrays are not loaded).
+    """
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise ResultFileError(f"{path} is missing") from None
+    except (OSError, ValueError, EOFError):
+        raise ResultFileError(f"{path} is not a readable .npy array (truncated or corrupted)") from None
+
+
+def _save_child(cache: Path, t: int, k: int, theta: np.ndarray) -> None:
+    save_theta(_child_path(cache, t, k), theta)
 
 
 def _load_child(cache: Path, t: int, k: int, space: ParamSpace) -> Optional[np.ndarray]:
@@ -576,8 +597,8 @@ def _load_child(cache: Path, t: int, k: int, space: ParamSpace) -> Optional[np.n
     if not path.exists():
         return None
     try:
-        arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError):
+        arr = load_theta(path)
+    except ResultFileError:
         return None  # a damaged cache entry is recomputed
     return _check_theta(arr, space, f"cached child {path}")
 
