@@ -472,3 +472,5 @@ def test_library_defaults_have_one_source_the_configuration_sections():
     plan, spawn = SpawnPlan(spawn_times=(0,)), SpawnConfig()
     assert (plan.n_children, plan.n_points, plan.copy_optimizer) == (spawn.n_children, spawn.n_points,
                                                                      spawn.copy_optimizer)
+    assert all(getattr(plan, k) == getattr(TrainConfig(), k) for k in ("lr", "optimizer", "momentum",
+                                                                      "weight_decay", "batch_size"))

@@ -51,6 +51,7 @@ import torch
 from torch import Tensor, nn
 
 from ..adapter import ModelAdapter, copy_module
+from ..config import SpawnConfig, TrainConfig
 from ..data import Dataset
 from ..landscape.scan import interpolate
 from ..objective import Objective
@@ -110,18 +111,18 @@ class SpawnPlan:
     """
 
     spawn_times: tuple[int, ...]
-    n_children: int = 2
+    n_children: int = SpawnConfig.n_children  # defaults: the [spawn] and [train] sections', their one source
     epochs: int = 10
-    lr: float = 0.05
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    batch_size: int = 64
+    lr: float = TrainConfig.lr
+    optimizer: str = TrainConfig.optimizer
+    momentum: float = TrainConfig.momentum
+    weight_decay: float = TrainConfig.weight_decay
+    batch_size: int = TrainConfig.batch_size
     parent_seed: int = 0
     child_seeds: Optional[tuple[int, ...]] = None
-    n_points: int = 11
+    n_points: int = SpawnConfig.n_points
     eval_split: str = "test"
-    copy_optimizer: bool = True
+    copy_optimizer: bool = SpawnConfig.copy_optimizer
 
     def __post_init__(self) -> None:
         if not _is_int(self.epochs) or self.epochs < 1:
