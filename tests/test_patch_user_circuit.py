@@ -202,6 +202,12 @@ def _scalar_only(inputs, weights):
     return [qml.expval(qml.PauliZ(0)), qml.expval(qml.PauliZ(1))]
 
 
+def _rows_not_angles(inputs, weights):
+    qml.RY(weights[0], wires=0)  # weights[0], not weights[..., 0]: on a batch of 3 rows (3 weights) this is row 0,
+    qml.RX(weights[1], wires=1)  # itself a batch of 3, so only the values show the circuit does not broadcast
+    return [qml.expval(qml.PauliZ(0)), qml.expval(qml.PauliZ(1))]
+
+
 def _too_many_weights(inputs, weights):
     qml.RY(weights[..., 5], wires=0)
     return [qml.expval(qml.PauliZ(0)), qml.expval(qml.PauliZ(1))]
@@ -212,11 +218,13 @@ def _too_many_weights(inputs, weights):
     (_probs, "must return expectation values"),
     (_nothing, "returns no measurement"),
     (_scalar_only, "does not broadcast over a batch"),
+    (_rows_not_angles, "does not give the 3 results of its rows called one by one"),
     (_too_many_weights, r"raised IndexError when called with inputs of shape \(16,\) and weights of shape \(4,\)"),
 ])
 def test_a_bad_circuit_is_refused_with_what_is_wrong(qfunc, match):
+    n_weights = 3 if qfunc is _rows_not_angles else 4
     with pytest.raises(ValueError, match=match):
-        PatchQNN("digits", circuit=QuantumFunction(qfunc, n_qubits=2, n_weights=4), n_classes=2)
+        PatchQNN("digits", circuit=QuantumFunction(qfunc, n_qubits=2, n_weights=n_weights), n_classes=2)
 
 
 def test_bad_arguments_with_a_user_circuit():

@@ -13,6 +13,7 @@ the final layer of the final block without its CZ ring.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -323,18 +324,40 @@ class QuantumFunction:
         if bad:
             raise ValueError(f"circuit {self.name!r} must return expectation values (qml.expval), one per output "
                              f"score; got {bad[0]}")
-        try:
-            batched = qml.tape.make_qscript(self.qfunc)(torch.zeros(2, n_features, dtype=torch.float64),
-                                                        torch.zeros(2, self.n_weights, dtype=torch.float64))
-            broadcasts = batched.batch_size == 2 and len(batched.measurements) == len(tape.measurements)
-        except Exception:  # noqa: BLE001 - a function that fails on a batch does not broadcast
-            broadcasts = False
-        if not broadcasts:
+        if not self._broadcasts(n_features, len(tape.measurements)):
             raise ValueError(f"circuit {self.name!r} does not broadcast over a batch: called with inputs of shape "
-                             f"(2, {n_features}) and weights of shape (2, {self.n_weights}) it does not give a "
-                             "batch of 2; index the last axis (inputs[..., j], weights[..., k])")
+                             f"({_BATCH}, {n_features}) and weights of shape ({_BATCH}, {self.n_weights}) it does not "
+                             f"give the {_BATCH} results of its rows called one by one; index the last axis "
+                             "(inputs[..., j], weights[..., k])")
         observables = tuple(_observable_name(m.obs) for m in tape.measurements)
         return dataclasses.replace(self, n_features=n_features, n_outputs=len(observables), observables=observables)
+
+    def _broadcasts(self, n_features: int, n_outputs: int) -> bool:
+        """Whether a batch of ``_BATCH`` rows gives each row's own results: compared with the rows run one by
+        one on default.qubit (random angles, to 1e-10) up to ``_VALUE_CHECK_MAX_QUBITS`` qubits; above, only
+        that the recorded circuit has a batch dimension of ``_BATCH`` (no state is simulated before the
+        model's memory check)."""
+        import torch
+        gen = torch.Generator().manual_seed(0)
+        xs = torch.rand(_BATCH, n_features, generator=gen, dtype=torch.float64) * math.pi
+        ws = torch.rand(_BATCH, self.n_weights, generator=gen, dtype=torch.float64) * math.pi
+        try:
+            batched_tape = qml.tape.make_qscript(self.qfunc)(xs, ws)
+            if batched_tape.batch_size != _BATCH or len(batched_tape.measurements) != n_outputs:
+                return False
+            if self.n_qubits > _VALUE_CHECK_MAX_QUBITS:
+                return True
+            qnode = qml.QNode(self.qfunc, qml.device("default.qubit", wires=self.n_qubits), interface="torch")
+            batched = torch.stack([torch.as_tensor(v) for v in qnode(xs, ws)], dim=-1)
+            rows = torch.stack([torch.stack([torch.as_tensor(v) for v in qnode(xs[i], ws[i])])
+                                for i in range(_BATCH)])
+        except Exception:  # noqa: BLE001 - a function that fails on a batch does not broadcast
+            return False
+        return batched.shape == rows.shape and bool(torch.allclose(batched, rows, rtol=0, atol=1e-10))
+
+
+_BATCH = 3  # rows of the broadcast check (odd, so a weight vector of length 2 cannot pass for a batch)
+_VALUE_CHECK_MAX_QUBITS = 16  # above this the broadcast check records the circuit without simulating it
 
 
 def _observable_name(obs: Any) -> str:
